@@ -1,0 +1,218 @@
+"""Command line. The only place that turns errors into exit codes and messages."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import anyio
+import click
+
+from occystrap import reference
+from occystrap.engine import DEFAULT_PARALLEL, Engine
+from occystrap.errors import OccystrapError, UsageError
+from occystrap.events import Event
+from occystrap.model import Platform
+from occystrap.registry import ClientOptions, RegistryClient
+from occystrap.sinks.tarball import TarballSink
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class CliReporter(Protocol):
+    def emit(self, event: Event) -> None: ...
+    def close(self) -> None: ...
+
+
+def _first_error(exc: BaseException) -> BaseException:
+    """Task groups wrap failures; the user wants the one that mattered."""
+    if isinstance(exc, BaseExceptionGroup):
+        leaves = [_first_error(e) for e in exc.exceptions]
+        for leaf in leaves:
+            if isinstance(leaf, OccystrapError):
+                return leaf
+        for leaf in leaves:
+            if isinstance(leaf, KeyboardInterrupt):
+                return leaf
+        return leaves[0]
+    return exc
+
+
+def registry_options(func: F) -> F:
+    options = [
+        click.option("--username", envvar="OCCYSTRAP_USERNAME", help="Registry user name."),
+        click.option(
+            "--password", envvar="OCCYSTRAP_PASSWORD", help="Registry password or token (prefer the env var)."
+        ),
+        click.option(
+            "--insecure-registry",
+            "insecure",
+            multiple=True,
+            metavar="HOST",
+            help="Allow plain HTTP / unverified TLS for HOST[:PORT] (repeatable).",
+        ),
+        click.option("--ca-cert", type=click.Path(dir_okay=False, path_type=Path), help="Extra CA bundle (PEM)."),
+        click.option("--platform", default="linux/amd64", show_default=True, help="os/arch[/variant] to pick from an index."),
+        click.option(
+            "-j", "--parallel", type=click.IntRange(1, 64), default=DEFAULT_PARALLEL, show_default=True,
+            help="Blobs fetched at once.",
+        ),
+        click.option("--retries", type=click.IntRange(0, 100), default=5, show_default=True, help="Retries per request."),
+        click.option(
+            "--progress",
+            type=click.Choice(["auto", "rich", "plain", "json", "none"]),
+            default="auto",
+            show_default=True,
+            help="How to show progress on stderr.",
+        ),
+        click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors."),
+        click.option("-v", "--verbose", is_flag=True, help="Debug logging and tracebacks."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def make_reporter(progress: str, quiet: bool) -> CliReporter:
+    from occystrap.ui import progress as ui
+
+    if quiet:
+        progress = "none"
+    if progress == "auto":
+        dumb = os.environ.get("TERM") == "dumb"
+        progress = "rich" if sys.stderr.isatty() and not dumb else "plain"
+    if progress == "rich":
+        reporter = ui.RichReporter()
+        reporter.__enter__()
+        return reporter
+    if progress == "plain":
+        return ui.PlainReporter()
+    if progress == "json":
+        return ui.JsonReporter()
+    return ui.QuietReporter()
+
+
+def run(opts: dict[str, Any], body: Callable[[RegistryClient, Engine, Platform], Awaitable[None]]) -> None:
+    """Set up client, engine and reporter; run body; map errors to one line and an exit code."""
+    verbose = bool(opts.get("verbose"))
+    if verbose:
+        logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        platform = Platform.parse(opts["platform"])
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--platform") from None
+    reporter = make_reporter(opts["progress"], opts["quiet"])
+    options = ClientOptions(
+        username=opts.get("username"),
+        password=opts.get("password"),
+        insecure_registries=frozenset(opts.get("insecure") or ()),
+        ca_cert=opts.get("ca_cert"),
+        retries=opts["retries"],
+    )
+
+    async def main() -> None:
+        async with RegistryClient(options, reporter) as client:
+            await body(client, Engine(client, reporter, opts["parallel"]), platform)
+
+    code = 0
+    try:
+        anyio.run(main)
+    except BaseException as raw:  # noqa: BLE001 - this is the one place errors become exit codes
+        exc = _first_error(raw)
+        if isinstance(exc, (SystemExit, click.exceptions.Exit)):
+            raise
+        if isinstance(exc, KeyboardInterrupt):
+            code = 130
+            message = "interrupted"
+        elif isinstance(exc, OccystrapError):
+            code = exc.exit_code
+            message = str(exc)
+        else:
+            code = 70
+            message = f"internal error: {type(exc).__name__}: {exc}"
+        if verbose:
+            traceback.print_exception(raw)
+        _close(reporter, ok=False)
+        click.echo(f"occystrap: error: {message}", err=True)
+        sys.exit(code)
+    _close(reporter, ok=True)
+
+
+def _close(reporter: CliReporter, ok: bool) -> None:
+    exit_ = getattr(reporter, "__exit__", None)
+    if exit_ is not None:
+        exit_(None, None, None)
+    if ok:
+        reporter.close()
+
+
+def parse_ref(image: str, tag: str | None) -> reference.Reference:
+    return reference.parse(image, tag)
+
+
+def wrap_errors(func: F) -> F:
+    """Errors raised before the event loop starts (bad references) get the same treatment."""
+
+    @functools.wraps(func)
+    def inner(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except OccystrapError as exc:
+            click.echo(f"occystrap: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+    return inner  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="occystrap")
+def main() -> None:
+    """Fetch container images from Docker/OCI registries, fast.
+
+    \b
+    Examples:
+      occystrap fetch-to-tarfile library/busybox latest busybox.tar
+      docker load -i busybox.tar      # or: podman load -i busybox.tar
+      occystrap fetch-to-tarfile 127.0.0.1:5000/team/app v1 app.tar
+      occystrap fetch-to-tarfile ghcr.io/org/app sha256:0123... app.tar
+    """
+
+
+@main.command("fetch-to-tarfile")
+@click.argument("image")
+@click.argument("tag")
+@click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--uncompressed-layers", is_flag=True, help="Store plain tar layers (for old tooling) instead of as served."
+)
+@registry_options
+@wrap_errors
+def fetch_to_tarfile(image: str, tag: str, output: Path, uncompressed_layers: bool, **opts: Any) -> None:
+    """Fetch IMAGE:TAG into OUTPUT, a tarball `docker load` and `podman load` accept.
+
+    TAG may be a digest (sha256:...). The tarball is Docker 25's `docker save`
+    layout: an OCI image layout that is also docker-loadable. It appears only
+    once complete and verified.
+
+    \b
+    Examples:
+      occystrap fetch-to-tarfile library/busybox latest busybox.tar
+      occystrap fetch-to-tarfile --platform linux/arm64 busybox latest busybox-arm64.tar
+      occystrap fetch-to-tarfile --uncompressed-layers 127.0.0.1:5000/team/app v1 app.tar
+    """
+    ref = parse_ref(image, tag)
+    if output.is_dir():
+        raise UsageError(f"{output} is a directory")
+
+    async def body(client: RegistryClient, engine: Engine, platform: Platform) -> None:
+        images = await engine.resolve_all([ref], platform)
+        sink = TarballSink(output, uncompressed_layers)
+        await engine.fetch_images(images, sink)
+
+    run(opts, body)

@@ -1,0 +1,87 @@
+"""Events the engine and client emit; reporters draw them. Nothing here does I/O."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Event:
+    at: float = field(default_factory=time.time, kw_only=True)
+
+
+@dataclass(frozen=True)
+class ImageResolved(Event):
+    image: str
+    manifest_digest: str
+    platform: str | None
+    blobs: int
+    total_bytes: int
+
+
+@dataclass(frozen=True)
+class BlobQueued(Event):
+    digest: str
+    size: int
+    image: str
+
+
+@dataclass(frozen=True)
+class BlobSkipped(Event):
+    """Already present in the destination, or fetched for another image in this run."""
+
+    digest: str
+    size: int
+    image: str
+    reason: str  # "present" or "shared"
+
+
+@dataclass(frozen=True)
+class BlobStarted(Event):
+    digest: str
+    size: int
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class BlobProgress(Event):
+    digest: str
+    done: int  # bytes of the blob received so far (including any resumed offset)
+    size: int
+
+
+@dataclass(frozen=True)
+class BlobRetry(Event):
+    digest: str | None
+    url: str
+    attempt: int
+    delay: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class BlobDone(Event):
+    digest: str
+    size: int
+
+
+@dataclass(frozen=True)
+class ImageCommitted(Event):
+    image: str
+    path: str
+
+
+@dataclass(frozen=True)
+class Warning_(Event):
+    message: str
+
+
+class Reporter(Protocol):
+    def emit(self, event: Event) -> None: ...
+
+
+class NullReporter:
+    def emit(self, event: Event) -> None:
+        return None

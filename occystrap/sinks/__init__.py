@@ -1,0 +1,1 @@
+"""Output writers. Each is one adapter over the image model."""

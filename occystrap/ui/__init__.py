@@ -1,0 +1,1 @@
+"""Renderers for engine events. The only package that imports rich."""

@@ -1,0 +1,165 @@
+"""Streaming verification: digest and size of the blob, diff_id of the uncompressed layer.
+
+Runs in worker threads on large chunks; hashlib, zlib/isal and zstd release the GIL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Protocol
+
+import zstandard
+from isal import isal_zlib
+
+from occystrap.errors import IntegrityError
+
+# Decompressed output is produced in bounded steps so a decompression bomb cannot fill memory.
+OUT_STEP = 4 * 1024 * 1024
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+Write = Callable[[bytes], None]
+
+
+class Decoder(Protocol):
+    def feed(self, data: bytes, out: Write) -> None: ...
+    def finish(self) -> None: ...
+
+
+class _Plain:
+    def feed(self, data: bytes, out: Write) -> None:
+        out(data)
+
+    def finish(self) -> None:
+        return None
+
+
+class _Gzip:
+    """Gzip, including multi-member streams (pigz and some registries write those)."""
+
+    def __init__(self) -> None:
+        self._d = isal_zlib.decompressobj(31)
+        self._member_started = False
+
+    def feed(self, data: bytes, out: Write) -> None:
+        while data:
+            chunk = self._d.decompress(data, OUT_STEP)
+            self._member_started = True
+            if chunk:
+                out(chunk)
+            if self._d.eof:
+                data = self._d.unused_data
+                self._d = isal_zlib.decompressobj(31)
+                self._member_started = False
+                continue
+            data = self._d.unconsumed_tail
+        while not self._d.eof and self._member_started:
+            chunk = self._d.decompress(b"", OUT_STEP)
+            if not chunk:
+                break
+            out(chunk)
+
+    def finish(self) -> None:
+        if self._member_started and not self._d.eof:
+            raise IntegrityError("truncated gzip stream")
+
+
+class _Zstd:
+    def __init__(self) -> None:
+        self._out: Write | None = None
+        self._w = zstandard.ZstdDecompressor().stream_writer(self, write_size=OUT_STEP, closefd=False)
+
+    def write(self, data: bytes) -> int:
+        if self._out is not None:
+            self._out(bytes(data))
+        return len(data)
+
+    def feed(self, data: bytes, out: Write) -> None:
+        self._out = out
+        self._w.write(data)
+
+    def finish(self) -> None:
+        self._w.flush()
+
+
+def decoder_for(head: bytes) -> Decoder:
+    """Magic bytes decide, not the media type: some registries mislabel layers."""
+    if head.startswith(GZIP_MAGIC):
+        return _Gzip()
+    if head.startswith(ZSTD_MAGIC):
+        return _Zstd()
+    return _Plain()
+
+
+class BlobCheck:
+    """Feeds one blob's bytes through its hashers, decoder and writers."""
+
+    def __init__(
+        self,
+        digest: str,
+        size: int,
+        diff_id: str | None,
+        raw_out: Write | None,
+        plain_out: Write | None,
+        offset: int = 0,
+        resumed_hash: hashlib._Hash | None = None,
+    ) -> None:
+        algo, _, self._hex = digest.partition(":")
+        if algo != "sha256":
+            raise IntegrityError(f"unsupported digest algorithm in {digest}")
+        self.digest = digest
+        self.size = size
+        self.diff_id = diff_id
+        self._raw_out = raw_out
+        self._plain_out = plain_out
+        self._blob_hash = resumed_hash or hashlib.sha256()
+        self._seen = offset
+        self._want_plain = diff_id is not None or plain_out is not None
+        self._diff_hash = hashlib.sha256()
+        self._decoder: Decoder | None = None
+        self.plain_size = 0
+
+    def _plain(self, data: bytes) -> None:
+        self._diff_hash.update(data)
+        self.plain_size += len(data)
+        if self._plain_out is not None:
+            self._plain_out(data)
+
+    def feed(self, data: bytes) -> None:
+        self._seen += len(data)
+        if self._seen > self.size:
+            raise IntegrityError(f"blob {self.digest} is larger than its declared {self.size} bytes")
+        self._blob_hash.update(data)
+        if self._raw_out is not None:
+            self._raw_out(data)
+        if self._want_plain:
+            if self._decoder is None:
+                self._decoder = decoder_for(data[:4])
+            try:
+                self._decoder.feed(data, self._plain)
+            except IntegrityError:
+                raise
+            except Exception as exc:  # zlib.error, ZstdError: corrupt compressed data
+                raise IntegrityError(f"layer {self.digest} is corrupt: {exc}") from None
+
+    def finish(self) -> None:
+        if self._seen != self.size:
+            raise IntegrityError(f"blob {self.digest} is {self._seen} bytes, expected {self.size}")
+        got = "sha256:" + self._blob_hash.hexdigest()
+        if got != self.digest:
+            raise IntegrityError(f"blob digest mismatch: expected {self.digest}, got {got}")
+        if self._want_plain:
+            if self._decoder is None:
+                self._decoder = _Plain()
+            try:
+                self._decoder.finish()
+            except IntegrityError as exc:
+                raise IntegrityError(f"layer {self.digest}: {exc}") from None
+            except Exception as exc:
+                raise IntegrityError(f"layer {self.digest} is corrupt: {exc}") from None
+            diff = "sha256:" + self._diff_hash.hexdigest()
+            if self.diff_id is not None and diff != self.diff_id:
+                raise IntegrityError(
+                    f"layer {self.digest} uncompresses to {diff}, but the config says {self.diff_id}"
+                )
