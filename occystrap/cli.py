@@ -57,13 +57,30 @@ def registry_options(func: F) -> F:
             metavar="HOST",
             help="Allow plain HTTP / unverified TLS for HOST[:PORT] (repeatable).",
         ),
-        click.option("--ca-cert", type=click.Path(dir_okay=False, path_type=Path), help="Extra CA bundle (PEM)."),
-        click.option("--platform", default="linux/amd64", show_default=True, help="os/arch[/variant] to pick from an index."),
         click.option(
-            "-j", "--parallel", type=click.IntRange(1, 64), default=DEFAULT_PARALLEL, show_default=True,
+            "--ca-cert", type=click.Path(dir_okay=False, path_type=Path), help="Extra CA bundle (PEM)."
+        ),
+        click.option(
+            "--platform",
+            default="linux/amd64",
+            show_default=True,
+            help="os/arch[/variant] to pick from an index.",
+        ),
+        click.option(
+            "-j",
+            "--parallel",
+            type=click.IntRange(1, 64),
+            default=DEFAULT_PARALLEL,
+            show_default=True,
             help="Blobs fetched at once.",
         ),
-        click.option("--retries", type=click.IntRange(0, 100), default=5, show_default=True, help="Retries per request."),
+        click.option(
+            "--retries",
+            type=click.IntRange(0, 100),
+            default=5,
+            show_default=True,
+            help="Retries per request.",
+        ),
         click.option(
             "--progress",
             type=click.Choice(["auto", "rich", "plain", "json", "none"]),
@@ -123,19 +140,19 @@ def run(opts: dict[str, Any], body: Callable[[RegistryClient, Engine, Platform],
     code = 0
     try:
         anyio.run(main)
-    except BaseException as raw:  # noqa: BLE001 - this is the one place errors become exit codes
-        exc = _first_error(raw)
-        if isinstance(exc, (SystemExit, click.exceptions.Exit)):
+    except BaseException as raw:
+        err = _first_error(raw)
+        if isinstance(err, (SystemExit, click.exceptions.Exit)):
             raise
-        if isinstance(exc, KeyboardInterrupt):
+        if isinstance(err, KeyboardInterrupt):
             code = 130
             message = "interrupted"
-        elif isinstance(exc, OccystrapError):
-            code = exc.exit_code
-            message = str(exc)
+        elif isinstance(err, OccystrapError):
+            code = err.exit_code
+            message = str(err)
         else:
             code = 70
-            message = f"internal error: {type(exc).__name__}: {exc}"
+            message = f"internal error: {type(err).__name__}: {err}"
         if verbose:
             traceback.print_exception(raw)
         _close(reporter, ok=False)
@@ -189,7 +206,9 @@ def main() -> None:
 @click.argument("tag")
 @click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
-    "--uncompressed-layers", is_flag=True, help="Store plain tar layers (for old tooling) instead of as served."
+    "--uncompressed-layers",
+    is_flag=True,
+    help="Store plain tar layers (for old tooling) instead of as served.",
 )
 @registry_options
 @wrap_errors

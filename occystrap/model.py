@@ -208,6 +208,7 @@ def choose_platform(entries: list[Descriptor], wanted: Platform) -> Descriptor |
     A missing variant matches anything; arm64 without a variant means v8; for
     arm the wanted variant may fall back to older ones (v7 runs v6 and v5).
     """
+
     def norm(p: Platform) -> Platform:
         arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(p.architecture, p.architecture)
         variant = p.variant

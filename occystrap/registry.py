@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import logging
 import random
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,6 +150,7 @@ class RegistryClient:
         host = self._hosts.get(ref.registry)
         if host is None:
             insecure = ref.registry in self.options.insecure_registries
+            ssl_arg: ssl.SSLContext | bool
             if ref.is_loopback:
                 base, ssl_arg = f"http://{ref.api_host}", False
             elif insecure:
@@ -232,18 +234,21 @@ class RegistryClient:
                     who = "credentials were refused" if host.credentials else "anonymous access refused"
                     raise AuthError(f"token server for {ref.registry}: {who} (HTTP {resp.status})")
                 if resp.status in RETRY_STATUSES:
-                    raise _Retryable(f"HTTP {resp.status}", parse_retry_after(resp.headers.get("Retry-After")))
+                    raise _Retryable(
+                        f"HTTP {resp.status}", parse_retry_after(resp.headers.get("Retry-After"))
+                    )
                 if resp.status != 200:
                     raise AuthError(f"token server for {ref.registry} answered HTTP {resp.status}")
                 body = await resp.read()
             doc = load_json(body, f"token response from {ref.registry}")
-            token = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None
+            token = (doc.get("token") or doc.get("access_token")) if isinstance(doc, dict) else None
             if not isinstance(token, str) or not token:
                 raise AuthError(f"token server for {ref.registry} returned no token")
             expires = doc.get("expires_in", 60)
             return token, float(expires) if isinstance(expires, (int, float)) and expires > 0 else 60.0
 
-        return await self._retrying(once, urlsplit(url)._replace(query="").geturl())
+        result: tuple[str, float] = await self._retrying(once, urlsplit(url)._replace(query="").geturl())
+        return result
 
     def _ssl_for(self, url: str, host: _Host) -> ssl.SSLContext | bool:
         if urlsplit(url).netloc == urlsplit(host.base_url).netloc:
@@ -263,24 +268,31 @@ class RegistryClient:
                 method, url, headers=headers, ssl=ssl_arg, allow_redirects=False
             )
         except aiohttp.ClientConnectorCertificateError as exc:
-            raise TransferError(f"TLS certificate of {urlsplit(url).netloc} not trusted: {exc.certificate_error}") from None
+            raise TransferError(
+                f"TLS certificate of {urlsplit(url).netloc} not trusted: {exc.certificate_error}"
+            ) from None
         except aiohttp.ClientConnectorDNSError as exc:
             raise TransferError(f"cannot resolve {urlsplit(url).hostname}: {exc.os_error}") from None
         except aiohttp.ClientSSLError as exc:
             raise TransferError(f"TLS failure talking to {urlsplit(url).netloc}: {exc}") from None
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise _Retryable(_describe(exc)) from None
         log.debug("%s %s -> %s", method, url, resp.status)
         try:
             yield resp
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
             raise _Retryable(_describe(exc)) from None
         finally:
             resp.release()
 
     @asynccontextmanager
     async def _request(
-        self, method: str, ref: Reference, path: str, headers: dict[str, str] | None = None, push: bool = False
+        self,
+        method: str,
+        ref: Reference,
+        path: str,
+        headers: dict[str, str] | None = None,
+        push: bool = False,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """An authenticated request that follows redirects safely. Yields a non-401, non-3xx response."""
         host = self._host(ref)
@@ -311,13 +323,19 @@ class RegistryClient:
                             f"{ref.registry} refused anonymous access to {ref.repository}"
                             " (it may not exist, or needs --username/--password)"
                         )
-                    raise AuthError(f"{ref.registry} refused the credentials for user {host.credentials.username!r}")
+                    raise AuthError(
+                        f"{ref.registry} refused the credentials for user {host.credentials.username!r}"
+                    )
                 if resp.status == 403:
                     raise AuthError(f"{ref.registry} denied access to {ref.repository} (HTTP 403)")
                 if resp.status == 429:
-                    raise _Retryable("HTTP 429 (rate limited)", parse_retry_after(resp.headers.get("Retry-After")))
+                    raise _Retryable(
+                        "HTTP 429 (rate limited)", parse_retry_after(resp.headers.get("Retry-After"))
+                    )
                 if resp.status in RETRY_STATUSES:
-                    raise _Retryable(f"HTTP {resp.status}", parse_retry_after(resp.headers.get("Retry-After")))
+                    raise _Retryable(
+                        f"HTTP {resp.status}", parse_retry_after(resp.headers.get("Retry-After"))
+                    )
                 yield resp
                 return
         raise AuthError(f"{ref.registry} kept refusing authentication")
@@ -332,7 +350,9 @@ class RegistryClient:
                 if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
                     target = urljoin(url, resp.headers["Location"])
                     if url.startswith("https://") and target.startswith("http://"):
-                        raise TransferError(f"refusing redirect from HTTPS to plain HTTP: {_safe_url(target)}")
+                        raise TransferError(
+                            f"refusing redirect from HTTPS to plain HTTP: {_safe_url(target)}"
+                        )
                     if urlsplit(target).netloc != origin:
                         # Our credentials are for the registry, never for a blob store it points to.
                         headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
@@ -379,7 +399,9 @@ class RegistryClient:
                     raise TransferError(f"GET {path} on {ref.registry}: HTTP {resp.status}")
                 length = resp.content_length
                 if length is not None and length > MAX_MANIFEST_BYTES:
-                    raise ManifestError(f"manifest for {ref} is {length} bytes, over the {MAX_MANIFEST_BYTES} cap")
+                    raise ManifestError(
+                        f"manifest for {ref} is {length} bytes, over the {MAX_MANIFEST_BYTES} cap"
+                    )
                 body = bytearray()
                 async for chunk in resp.content.iter_chunked(65536):
                     body += chunk
@@ -429,33 +451,38 @@ class RegistryClient:
         return data
 
     async def list_tags(self, ref: Reference) -> list[str]:
+        """Every tag of the repository, following `Link` pagination."""
         tags: list[str] = []
         path: str | None = f"/v2/{ref.repository}/tags/list?n=1000"
         while path:
-            current = path
-
-            async def once() -> tuple[list[str], str | None]:
-                async with self._request("GET", ref, current) as resp:
-                    if resp.status == 404:
-                        raise NotFoundError(f"{ref.full_name} not found on {ref.registry}")
-                    if resp.status != 200:
-                        raise TransferError(f"GET {current} on {ref.registry}: HTTP {resp.status}")
-                    body = await resp.read()
-                    link = resp.headers.get("Link")
-                doc = load_json(body, f"tag list of {ref.full_name}")
-                page = doc.get("tags") if isinstance(doc, dict) else None
-                nxt = None
-                if link and 'rel="next"' in link:
-                    nxt = link.split(";")[0].strip().strip("<>")
-                return [t for t in page or [] if isinstance(t, str)], nxt
-
-            page_tags, path = await self._retrying(once, current)
-            tags.extend(page_tags)
+            page, path = await self._retrying(
+                functools.partial(self._tags_page, ref, path), f"{self._host(ref).base_url}{path}"
+            )
+            tags.extend(page)
         return tags
+
+    async def _tags_page(self, ref: Reference, path: str) -> tuple[list[str], str | None]:
+        async with self._request("GET", ref, path) as resp:
+            if resp.status == 404:
+                raise NotFoundError(f"{ref.full_name} not found on {ref.registry}")
+            if resp.status != 200:
+                raise TransferError(f"GET {path} on {ref.registry}: HTTP {resp.status}")
+            body = await resp.read()
+            link = resp.headers.get("Link")
+        doc = load_json(body, f"tag list of {ref.full_name}")
+        page = doc.get("tags") if isinstance(doc, dict) else None
+        nxt = None
+        if link and 'rel="next"' in link:
+            target = link.split(";")[0].strip().strip("<>")
+            parts = urlsplit(target)
+            nxt = parts.path + (f"?{parts.query}" if parts.query else "")
+        return [t for t in page or [] if isinstance(t, str)], nxt
 
     # --- blobs -------------------------------------------------------------
 
-    async def blob_chunks(self, ref: Reference, desc: Descriptor, offset: int = 0) -> AsyncIterator[bytes]:
+    async def blob_chunks(
+        self, ref: Reference, desc: Descriptor, offset: int = 0
+    ) -> AsyncGenerator[bytes, None]:
         """Yield a blob's bytes from `offset`, resuming with Range after a break.
 
         Consumers see one unbroken stream: a resumed body continues exactly where
@@ -470,7 +497,9 @@ class RegistryClient:
             try:
                 async with self._request("GET", ref, path, headers) as resp:
                     if resp.status == 404:
-                        raise NotFoundError(f"blob {desc.digest} of {ref.full_name} not found on {ref.registry}")
+                        raise NotFoundError(
+                            f"blob {desc.digest} of {ref.full_name} not found on {ref.registry}"
+                        )
                     skip = 0
                     if resp.status == 206:
                         start = _content_range_start(resp.headers.get("Content-Range"))
@@ -538,4 +567,4 @@ def _describe(exc: BaseException) -> str:
     return text.splitlines()[0]
 
 
-__all__ = ["ClientOptions", "RegistryClient", "OccystrapError"]
+__all__ = ["ClientOptions", "OccystrapError", "RegistryClient"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from typing import Protocol
+from typing import IO, Protocol, cast
 
 import zstandard
 from isal import isal_zlib
@@ -68,7 +68,9 @@ class _Gzip:
 class _Zstd:
     def __init__(self) -> None:
         self._out: Write | None = None
-        self._w = zstandard.ZstdDecompressor().stream_writer(self, write_size=OUT_STEP, closefd=False)
+        self._w = zstandard.ZstdDecompressor().stream_writer(
+            cast(IO[bytes], self), write_size=OUT_STEP, closefd=False
+        )
 
     def write(self, data: bytes) -> int:
         if self._out is not None:
@@ -80,7 +82,7 @@ class _Zstd:
         self._w.write(data)
 
     def finish(self) -> None:
-        self._w.flush()
+        self._w.flush()  # type: ignore[no-untyped-call]
 
 
 def decoder_for(head: bytes) -> Decoder:

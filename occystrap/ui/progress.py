@@ -127,7 +127,9 @@ class RichReporter:
                 p.update(row, completed=event.done)
                 p.advance(self.total, event.done - before)
         elif isinstance(event, BlobRetry):
-            p.console.print(f"[yellow]retry {event.attempt} in {event.delay:.1f}s: {event.url}: {event.reason}")
+            p.console.print(
+                f"[yellow]retry {event.attempt} in {event.delay:.1f}s: {event.url}: {event.reason}"
+            )
         elif isinstance(event, Warning_):
             p.console.print(f"[yellow]warning: {event.message}")
         elif isinstance(event, ImageCommitted):
@@ -154,7 +156,10 @@ class PlainReporter:
     def emit(self, event: Event) -> None:
         self.stats.update(event)
         if isinstance(event, ImageResolved):
-            self._line(f"resolved {event.image} {event.manifest_digest} ({event.blobs} layers, {human(event.total_bytes)})")
+            self._line(
+                f"resolved {event.image} {event.manifest_digest}"
+                f" ({event.blobs} layers, {human(event.total_bytes)})"
+            )
         elif isinstance(event, BlobQueued):
             self._total += event.size
         elif isinstance(event, BlobProgress):

@@ -1,0 +1,50 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SYSTEM_TOOLS := docker-registry skopeo podman umoci runc
+APT_PACKAGES := docker-registry skopeo podman umoci runc time
+
+.PHONY: demo test check lint types bench system-deps registry-dep clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# Installs the Debian packages the tests and demo use, when run as root and any is missing.
+system-deps:
+	@missing=""; for t in $(SYSTEM_TOOLS) /usr/bin/time; do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
+	  else echo "missing:$$missing -- run as root, or: sudo apt-get install $(APT_PACKAGES)"; exit 1; fi; \
+	fi
+
+registry-dep:
+	@command -v docker-registry >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry >/dev/null; \
+	  else echo "docker-registry is missing: sudo apt-get install docker-registry"; exit 1; fi; }
+
+demo: $(STAMP) registry-dep
+	$(PY) -m tests.demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check occystrap tests benchmarks
+	$(VENV)/bin/ruff format --check occystrap
+
+types: $(STAMP)
+	$(VENV)/bin/mypy
+
+check: lint types
+
+test: $(STAMP) system-deps check
+	$(PY) -m pytest -q
+
+bench: $(STAMP) system-deps
+	$(PY) -m benchmarks.bench
+
+clean:
+	rm -rf $(VENV) demo-out bench-out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Benchmarks for occystrap: `python -m benchmarks.bench` (what `make bench` runs)."""

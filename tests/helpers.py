@@ -1,0 +1,43 @@
+"""Running the real CLI in a subprocess, as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def occystrap(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    full_env.pop("OCCYSTRAP_USERNAME", None) if "OCCYSTRAP_USERNAME" not in (env or {}) else None
+    return subprocess.run(
+        [sys.executable, "-m", "occystrap", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def ok(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    proc = occystrap(*args, env=env)
+    assert proc.returncode == 0, f"occystrap {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}"
+    return proc
+
+
+def fails(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """A failing run: non-zero exit, one error line, no traceback."""
+    proc = occystrap(*args, env=env)
+    assert proc.returncode != 0, f"expected failure, got success:\n{proc.stderr}"
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("occystrap: error:")]
+    assert len(errors) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())

@@ -1,0 +1,1 @@
+"""Test-support code: a real registry, a token server, an image generator and validators."""

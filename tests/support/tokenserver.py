@@ -1,0 +1,227 @@
+"""A Docker-style bearer token server (the flow Docker Hub / ghcr.io / quay.io use).
+
+Runs aiohttp on 127.0.0.1 in a background thread with its own event loop, so
+synchronous test code and the registry subprocess can both talk to it.
+Tokens are ES256 JWTs with the signing certificate in the `x5c` header, which
+is what distribution 2.8 verifies against its `rootcertbundle`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import datetime
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import jwt
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+DEFAULT_USERS = {"alice": "s3cret-PASSWORD-marker"}
+PRIVILEGED_ACTIONS = ("pull", "push", "delete", "*")
+
+TokenField = Literal["both", "token", "access_token"]
+
+
+@dataclass
+class TokenRequest:
+    """What one /token call asked for and got (for assertions in tests)."""
+
+    user: str | None
+    service: str | None
+    scopes: list[str]
+    granted: list[dict[str, Any]]
+    status: int
+
+
+@dataclass
+class SigningMaterial:
+    key: ec.EllipticCurvePrivateKey
+    cert: x509.Certificate
+
+    @property
+    def cert_pem(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    @property
+    def cert_b64_der(self) -> str:
+        return base64.b64encode(self.cert.public_bytes(serialization.Encoding.DER)).decode()
+
+    @classmethod
+    def generate(cls, common_name: str = "test-token-issuer") -> SigningMaterial:
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+        now = datetime.datetime.now(datetime.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=365))
+            .sign(key, hashes.SHA256())
+        )
+        return cls(key, cert)
+
+
+def parse_scope(scope: str) -> tuple[str, str, list[str]] | None:
+    """'repository:team/app:pull,push' -> ('repository', 'team/app', ['pull', 'push'])."""
+    typ, sep, rest = scope.partition(":")
+    name, sep2, actions = rest.rpartition(":")
+    if not sep or not sep2 or not name:
+        return None
+    return typ, name, [a for a in actions.split(",") if a]
+
+
+@dataclass
+class TokenServer:
+    service: str = "test-registry"
+    issuer: str = "test-issuer"
+    users: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_USERS))
+    expires_in: int = 300
+    # Which JSON field(s) carry the token: real servers differ (Docker Hub sends
+    # both, some send only one), so clients must accept either.
+    token_field: TokenField = "both"
+    signing: SigningMaterial = field(default_factory=SigningMaterial.generate)
+
+    token_requests: int = 0
+    requests: list[TokenRequest] = field(default_factory=list)
+    port: int = 0
+
+    _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
+    _thread: threading.Thread | None = field(default=None, repr=False)
+    _runner: web.AppRunner | None = field(default=None, repr=False)
+
+    @property
+    def realm(self) -> str:
+        return f"http://127.0.0.1:{self.port}/token"
+
+    def write_cert(self, path: Path) -> Path:
+        path.write_bytes(self.signing.cert_pem)
+        return path
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self) -> TokenServer:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._thread = threading.Thread(target=loop.run_forever, name="tokenserver", daemon=True)
+        self._thread.start()
+        fut = asyncio.run_coroutine_threadsafe(self._start_site(), loop)
+        self.port = fut.result(timeout=10)
+        return self
+
+    async def _start_site(self) -> int:
+        app = web.Application()
+        app.router.add_get("/token", self._handle_token)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        self._runner = runner
+        sockname = runner.addresses[0]
+        return int(sockname[1])
+
+    def stop(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+        self._loop = self._thread = self._runner = None
+
+    def __enter__(self) -> TokenServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- request handling --------------------------------------------------
+
+    def _authenticate(self, header: str | None) -> tuple[bool, str | None]:
+        """(ok, user). No header -> anonymous (ok, None)."""
+        if not header:
+            return True, None
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "basic":
+            return False, None
+        try:
+            user, _, password = base64.b64decode(value.strip()).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return False, None
+        if user in self.users and secrets.compare_digest(self.users[user], password):
+            return True, user
+        return False, None
+
+    def issue(self, user: str | None, access: list[dict[str, Any]], expires_in: int | None = None) -> str:
+        now = int(time.time())
+        claims = {
+            "iss": self.issuer,
+            "aud": self.service,  # distribution 2.8 wants a plain string here
+            "sub": user or "",
+            "exp": now + (self.expires_in if expires_in is None else expires_in),
+            "nbf": now - 10,
+            "iat": now,
+            "jti": secrets.token_hex(16),
+            "access": access,
+        }
+        return jwt.encode(
+            claims, self.signing.key, algorithm="ES256", headers={"x5c": [self.signing.cert_b64_der]}
+        )
+
+    async def _handle_token(self, request: web.Request) -> web.Response:
+        self.token_requests += 1
+        service = request.query.get("service")
+        scopes = request.query.getall("scope", [])
+        ok, user = self._authenticate(request.headers.get("Authorization"))
+        if not ok:
+            self.requests.append(TokenRequest(None, service, scopes, [], 401))
+            return web.json_response(
+                {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]},
+                status=401,
+                headers={"WWW-Authenticate": 'Basic realm="test-token-server"'},
+            )
+
+        allowed = PRIVILEGED_ACTIONS if user is not None else ("pull",)
+        granted: list[dict[str, Any]] = []
+        for scope in scopes:
+            # Scopes may also come space-separated in one parameter.
+            for part in scope.split():
+                parsed = parse_scope(part)
+                if parsed is None:
+                    continue
+                typ, name, actions = parsed
+                if typ == "registry" and user is None:
+                    continue  # catalog etc. only for logged-in users
+                acts = [a for a in actions if a in allowed]
+                if acts:
+                    granted.append({"type": typ, "name": name, "actions": acts})
+
+        token = self.issue(user, granted)
+        self.requests.append(TokenRequest(user, service, scopes, granted, 200))
+        body: dict[str, Any] = {
+            "expires_in": self.expires_in,
+            "issued_at": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        if self.token_field in ("both", "token"):
+            body["token"] = token
+        if self.token_field in ("both", "access_token"):
+            body["access_token"] = token
+        return web.json_response(body)
+
+
+def start_token_server(**kwargs: Any) -> TokenServer:
+    return TokenServer(**kwargs).start()
