@@ -21,7 +21,11 @@ from occystrap.registry import parse_retry_after
         (
             'Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull"',
             "bearer",
-            {"realm": "https://auth.docker.io/token", "service": "registry.docker.io", "scope": "repository:library/busybox:pull"},
+            {
+                "realm": "https://auth.docker.io/token",
+                "service": "registry.docker.io",
+                "scope": "repository:library/busybox:pull",
+            },
         ),
         (
             'Bearer service="s", scope="repository:a/b:pull,push", realm="https://x/token"',
@@ -31,8 +35,16 @@ from occystrap.registry import parse_retry_after
         ("bearer realm=https://x/t,service=reg", "bearer", {"realm": "https://x/t", "service": "reg"}),
         ('Basic realm="Registry Realm"', "basic", {"realm": "Registry Realm"}),
         ('BASIC realm="with \\"quotes\\" inside"', "basic", {"realm": 'with "quotes" inside'}),
-        ('Bearer   realm = "https://x/t" ,  service = "y"', "bearer", {"realm": "https://x/t", "service": "y"}),
-        ('Bearer realm="https://x/t",error="insufficient_scope"', "bearer", {"realm": "https://x/t", "error": "insufficient_scope"}),
+        (
+            'Bearer   realm = "https://x/t" ,  service = "y"',
+            "bearer",
+            {"realm": "https://x/t", "service": "y"},
+        ),
+        (
+            'Bearer realm="https://x/t",error="insufficient_scope"',
+            "bearer",
+            {"realm": "https://x/t", "error": "insufficient_scope"},
+        ),
     ],
 )
 def test_parse_challenge(header: str, scheme: str, params: dict[str, str]) -> None:
@@ -64,7 +76,9 @@ def _config(tmp_path: Path, doc: dict[str, object]) -> Path:
 
 def test_docker_config_auths(tmp_path: Path) -> None:
     token = base64.b64encode(b"bob:pw:with:colons").decode()
-    path = _config(tmp_path, {"auths": {"https://index.docker.io/v1/": {"auth": token}, "ghcr.io": {"auth": token}}})
+    path = _config(
+        tmp_path, {"auths": {"https://index.docker.io/v1/": {"auth": token}, "ghcr.io": {"auth": token}}}
+    )
     hub = auth.from_docker_config("docker.io", path)
     assert hub == auth.Credentials("bob", "pw:with:colons")
     assert auth.from_docker_config("ghcr.io", path) == auth.Credentials("bob", "pw:with:colons")
@@ -79,7 +93,9 @@ def _helper(tmp_path: Path, name: str, body: str) -> None:
 
 
 def test_docker_config_cred_helpers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _helper(tmp_path, "fake", 'echo "{\\"Username\\": \\"helper-user\\", \\"Secret\\": \\"$server-secret\\"}"')
+    _helper(
+        tmp_path, "fake", 'echo "{\\"Username\\": \\"helper-user\\", \\"Secret\\": \\"$server-secret\\"}"'
+    )
     _helper(tmp_path, "store", 'echo "{\\"Username\\": \\"store-user\\", \\"Secret\\": \\"s\\"}"')
     _helper(tmp_path, "none", "echo 'credentials not found' >&2; exit 1")
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")

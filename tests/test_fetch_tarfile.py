@@ -90,7 +90,13 @@ def test_docker_hub_style_repo_tags_and_digest_refs(registry: Registry, tmp_path
     by_tag_arg = tmp_path / "b.tar"
     ok("fetch-to-tarfile", "-q", f"{registry.host}/library/busybox", image.manifest_digest, str(by_tag_arg))
     at_digest = tmp_path / "c.tar"
-    ok("fetch-to-tarfile", "-q", f"{registry.host}/library/busybox@{image.manifest_digest}", "latest", str(at_digest))
+    ok(
+        "fetch-to-tarfile",
+        "-q",
+        f"{registry.host}/library/busybox@{image.manifest_digest}",
+        "latest",
+        str(at_digest),
+    )
     for path in (by_tag_arg, at_digest):
         members = _members(path)
         assert members[f"blobs/sha256/{image.manifest_digest[7:]}"] == image.manifest
@@ -138,7 +144,14 @@ def test_basic_auth(basic_registry: Registry, tmp_path: Path) -> None:
     ok("fetch-to-tarfile", "-q", "--username", "alice", "--password", PASSWORD, ref, "v1", str(out))
     assert out.exists()
     out.unlink()
-    ok("fetch-to-tarfile", "-q", ref, "v1", str(out), env={"OCCYSTRAP_USERNAME": "alice", "OCCYSTRAP_PASSWORD": PASSWORD})
+    ok(
+        "fetch-to-tarfile",
+        "-q",
+        ref,
+        "v1",
+        str(out),
+        env={"OCCYSTRAP_USERNAME": "alice", "OCCYSTRAP_PASSWORD": PASSWORD},
+    )
     out.unlink()
 
     config = tmp_path / "dockercfg"
@@ -170,12 +183,24 @@ def test_token_auth_anonymous_and_with_credentials(token_registry: Registry, tmp
 
     out2 = tmp_path / "creds.tar"
     ok("fetch-to-tarfile", "-q", "--username", "alice", "--password", PASSWORD, ref, "v1", str(out2))
-    proc = fails("fetch-to-tarfile", "-q", "--username", "alice", "--password", "nope", ref, "v1", str(tmp_path / "x.tar"))
+    proc = fails(
+        "fetch-to-tarfile",
+        "-q",
+        "--username",
+        "alice",
+        "--password",
+        "nope",
+        ref,
+        "v1",
+        str(tmp_path / "x.tar"),
+    )
     assert "refused" in proc.stderr
     assert not (tmp_path / "x.tar").exists()
 
 
-def test_unknown_tag_repo_and_registry(registry: Registry, sample_image: tuple[Registry, BuiltImage], tmp_path: Path) -> None:
+def test_unknown_tag_repo_and_registry(
+    registry: Registry, sample_image: tuple[Registry, BuiltImage], tmp_path: Path
+) -> None:
     out = tmp_path / "out.tar"
     proc = fails("fetch-to-tarfile", "-q", f"{registry.host}/test/sample", "nosuchtag", str(out))
     assert "nosuchtag" in proc.stderr and "not found" in proc.stderr

@@ -27,7 +27,16 @@ D = "sha256:" + "a" * 64
         (f"busybox@{D}", None, "docker.io", "library/busybox", None, D, None, None),
         (f"ghcr.io/org/app:v1@{D}", None, "ghcr.io", "org/app", "v1", D, None, None),
         ("quay.io/a/b/c", "latest", "quay.io", "a/b/c", "latest", None, "quay.io/a/b/c", None),
-        ("my-registry.example.com:8443/x_y/z--w", "t", "my-registry.example.com:8443", "x_y/z--w", "t", None, None, None),
+        (
+            "my-registry.example.com:8443/x_y/z--w",
+            "t",
+            "my-registry.example.com:8443",
+            "x_y/z--w",
+            "t",
+            None,
+            None,
+            None,
+        ),
     ],
 )
 def test_parse(
