@@ -17,10 +17,14 @@ import click
 from occystrap import reference
 from occystrap.engine import DEFAULT_PARALLEL, Engine
 from occystrap.errors import OccystrapError, UsageError
-from occystrap.events import Event
+from occystrap.events import Event, Info
+from occystrap.layout import as_served, blob_path
 from occystrap.model import Platform
 from occystrap.registry import ClientOptions, RegistryClient
-from occystrap.sinks.tarball import TarballSink
+from occystrap.sinks.directory import DirectorySink
+from occystrap.sinks.tarball import TarballSink, write_tarball
+from occystrap.sources import layoutdir
+from occystrap.sources.tarball import TarballSource
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -137,6 +141,12 @@ def run(opts: dict[str, Any], body: Callable[[RegistryClient, Engine, Platform],
         async with RegistryClient(options, reporter) as client:
             await body(client, Engine(client, reporter, opts["parallel"]), platform)
 
+    run_reported(opts, reporter, main)
+
+
+def run_reported(opts: dict[str, Any], reporter: CliReporter, main: Callable[[], Awaitable[None]]) -> None:
+    verbose = bool(opts.get("verbose"))
+
     code = 0
     try:
         anyio.run(main)
@@ -235,3 +245,130 @@ def fetch_to_tarfile(image: str, tag: str, output: Path, uncompressed_layers: bo
         await engine.fetch_images(images, sink)
 
     run(opts, body)
+
+
+def expand_options(func: F) -> F:
+    func = click.option(
+        "--expand",
+        is_flag=True,
+        help="Also unpack each layer (whiteouts visible) into layers/<hex>/ and build the final "
+        "filesystem, whiteouts applied, in rootfs/<manifest hex>/.",
+    )(func)
+    return click.option(
+        "--use-unique-names",
+        is_flag=True,
+        help="Share DIR between many images: blobs stored once, a uniquely named manifest per image, "
+        "catalog.json mapping image -> tag -> manifest.",
+    )(func)
+
+
+@main.command("fetch-to-extracted")
+@click.argument("image")
+@click.argument("tag")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@expand_options
+@registry_options
+@wrap_errors
+def fetch_to_extracted(
+    image: str, tag: str, directory: Path, use_unique_names: bool, expand: bool, **opts: Any
+) -> None:
+    """Fetch IMAGE:TAG into DIRECTORY as files: the tarball's layout, unpacked.
+
+    `cd DIRECTORY; tar -cf ../x.tar *` gives a tarball docker/podman load.
+    Blobs already in DIRECTORY (verified by digest) are not downloaded again.
+
+    \b
+    Examples:
+      occystrap fetch-to-extracted busybox latest busybox.d
+      occystrap fetch-to-extracted --use-unique-names busybox latest mirror/
+      occystrap fetch-to-extracted --use-unique-names --expand 127.0.0.1:5000/team/app v1 mirror/
+    """
+    ref = parse_ref(image, tag)
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(f"{directory} exists and is not a directory")
+
+    async def body(client: RegistryClient, engine: Engine, platform: Platform) -> None:
+        images = await engine.resolve_all([ref], platform)
+        sink = DirectorySink(
+            directory, use_unique_names, expand, note=lambda m: engine.reporter.emit(Info(m))
+        )
+        await engine.fetch_images(images, sink)
+
+    run(opts, body)
+
+
+def local_options(func: F) -> F:
+    func = click.option("-v", "--verbose", is_flag=True, help="Tracebacks on errors.")(func)
+    return click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")(func)
+
+
+def run_local(opts: dict[str, Any], work: Callable[[Callable[[str], None]], None]) -> None:
+    """Commands that need no registry: same error handling, notes as plain lines."""
+
+    def note(message: str) -> None:
+        if not opts.get("quiet"):
+            click.echo(message, err=True)
+
+    async def main() -> None:
+        await anyio.to_thread.run_sync(work, note)
+
+    from occystrap.ui.progress import QuietReporter
+
+    run_reported(opts, QuietReporter(), main)
+
+
+@main.command("recreate-image")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("image")
+@click.argument("tag")
+@click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
+@local_options
+@wrap_errors
+def recreate_image(directory: Path, image: str, tag: str, output: Path, **opts: Any) -> None:
+    """Write one image from a merged DIRECTORY back out as a loadable tarball.
+
+    \b
+    Example:
+      occystrap recreate-image mirror/ busybox latest busybox.tar
+    """
+    ref = parse_ref(image, tag)
+
+    def work(note: Callable[[str], None]) -> None:
+        img = layoutdir.load_image(directory, ref)
+        layoutdir.verify_layers(directory, img)
+        write_tarball(output, [as_served(img)], lambda layer: directory / blob_path(layer.descriptor.digest))
+        note(f"wrote {ref} to {output}")
+
+    run_local(opts, work)
+
+
+@main.command("tarfile-to-extracted")
+@click.argument("tarball", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@expand_options
+@local_options
+@wrap_errors
+def tarfile_to_extracted(
+    tarball: Path, directory: Path, use_unique_names: bool, expand: bool, **opts: Any
+) -> None:
+    """Import a `docker save` tarball (classic or Docker 25 / OCI form) into DIRECTORY.
+
+    \b
+    Examples:
+      occystrap tarfile-to-extracted busybox.tar busybox.d
+      occystrap tarfile-to-extracted --use-unique-names --expand saved.tar mirror/
+    """
+
+    def work(note: Callable[[str], None]) -> None:
+        source = TarballSource(tarball)
+        try:
+            found = source.images()
+            sink = DirectorySink(directory, use_unique_names, expand, note=note)
+            source.copy_layers(found, sink, lambda digest, size: None)
+            sink.commit([f.image for f in found])
+        finally:
+            source.close()
+        for f in found:
+            note(f"imported {f.image.reference}")
+
+    run_local(opts, work)

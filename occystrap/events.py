@@ -78,6 +78,30 @@ class Warning_(Event):
     message: str
 
 
+@dataclass(frozen=True)
+class RunStarted(Event):
+    """Before resolving: which images this command will fetch, and where to."""
+
+    images: tuple[str, ...]
+    destination: str = ""
+
+
+@dataclass(frozen=True)
+class BlobVerifying(Event):
+    """The whole body arrived; final digest/diff_id checks and the sink's commit of this blob follow."""
+
+    digest: str
+    size: int
+
+
+@dataclass(frozen=True)
+class CommitStarted(Event):
+    """Every blob is in; the sink now writes what makes the output complete (tarball, manifests)."""
+
+    images: tuple[str, ...]
+    destination: str = ""
+
+
 class Reporter(Protocol):
     def emit(self, event: Event) -> None: ...
 
@@ -85,3 +109,10 @@ class Reporter(Protocol):
 class NullReporter:
     def emit(self, event: Event) -> None:
         return None
+
+
+@dataclass(frozen=True)
+class Info(Event):
+    """Something worth telling the user that is neither progress nor a problem."""
+
+    message: str

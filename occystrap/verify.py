@@ -6,11 +6,12 @@ Runs in worker threads on large chunks; hashlib, zlib/isal and zstd release the 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from typing import IO, Protocol, cast
 
 import zstandard
-from isal import isal_zlib
+from isal import igzip, isal_zlib
 
 from occystrap.errors import IntegrityError
 
@@ -165,3 +166,24 @@ class BlobCheck:
                 raise IntegrityError(
                     f"layer {self.digest} uncompresses to {diff}, but the config says {self.diff_id}"
                 )
+
+
+def open_plain(path: str | os.PathLike[str]) -> IO[bytes]:
+    """A stored layer blob as a readable plain tar stream, whatever its compression."""
+    with open(path, "rb") as probe:
+        head = probe.read(4)
+    if head.startswith(GZIP_MAGIC):
+        return cast(IO[bytes], igzip.open(path, "rb"))  # type: ignore[no-untyped-call]
+    fh = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
+    if head.startswith(ZSTD_MAGIC):
+        return cast(
+            IO[bytes], zstandard.ZstdDecompressor().stream_reader(fh, read_across_frames=True, closefd=True)
+        )
+    return fh
+
+
+def file_digest(path: str | os.PathLike[str]) -> tuple[str, int]:
+    """sha256 digest and size of a file, read in large chunks (hashlib releases the GIL)."""
+    with open(path, "rb") as fh:
+        h = hashlib.file_digest(fh, "sha256")
+        return "sha256:" + h.hexdigest(), fh.tell()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -41,7 +42,6 @@ class TarballSink:
         self.uncompressed = uncompressed_layers
         self.staging = path.with_name(f".{path.name}.occystrap-staging")
         self.staging.mkdir(parents=True, exist_ok=True)
-        self._plain_sizes: dict[str, int] = {}
 
     def _staged(self, layer: Layer) -> Path:
         digest = layer.diff_id if self.uncompressed else layer.descriptor.digest
@@ -59,27 +59,32 @@ class TarballSink:
             stored = [layout.with_uncompressed_layers(i, sizes) for i in images]
         else:
             stored = [layout.as_served(i) for i in images]
-        tmp = temp_name(self.path)
-        try:
-            with open(tmp, "xb") as out:
-                written: set[str] = set()
-                for s in stored:
-                    for image_layer, desc in zip(s.image.layers, s.layers, strict=True):
-                        name = layout.blob_path(desc.digest)
-                        if name not in written:
-                            written.add(name)
-                            _add_file(out, name, self._staged(image_layer))
-                for name, data in layout.image_files(stored):
-                    _add_bytes(out, name, data)
-                out.write(b"\0" * (2 * BLOCK))
-            os.replace(tmp, self.path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_tarball(self.path, stored, self._staged)
         shutil.rmtree(self.staging, ignore_errors=True)
 
     def abort(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def write_tarball(path: Path, stored: list[layout.StoredImage], source: Callable[[Layer], Path]) -> None:
+    """The layout as one tar, under a temp name renamed into place when complete."""
+    tmp = temp_name(path)
+    try:
+        with open(tmp, "xb") as out:
+            written: set[str] = set()
+            for s in stored:
+                for image_layer, desc in zip(s.image.layers, s.layers, strict=True):
+                    name = layout.blob_path(desc.digest)
+                    if name not in written:
+                        written.add(name)
+                        _add_file(out, name, source(image_layer))
+            for name, data in layout.image_files(stored):
+                _add_bytes(out, name, data)
+            out.write(b"\0" * (2 * BLOCK))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _header(name: str, size: int) -> bytes:

@@ -1,0 +1,221 @@
+"""An extracted directory: the tarball's layout as files, alone or merged across many images.
+
+Merged (`unique_names`): blobs stored once, a docker-load manifest per image under a
+unique name, and catalog.json, index.json and manifest.json listing every image. Those
+shared files are rewritten under a file lock, catalog.json last, so two processes can
+fill one directory at the same time.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from occystrap import catalog, layout
+from occystrap.errors import ManifestError
+from occystrap.expand import ExpandStats, TreeWriter, apply_layer
+from occystrap.model import Image, Layer, load_json
+from occystrap.sinks.base import TempFile, write_atomic
+from occystrap.verify import file_digest, open_plain
+
+LOCK = ".occystrap.lock"
+
+
+class _BlobFile:
+    wants_raw = True
+    wants_plain = False
+
+    def __init__(self, final: Path) -> None:
+        self._file = TempFile(final)
+
+    def write_raw(self, data: bytes) -> None:
+        self._file.write(data)
+
+    def write_plain(self, data: bytes) -> None:
+        raise AssertionError("plain bytes not requested")
+
+    def commit(self, plain_size: int) -> None:
+        self._file.commit()
+
+    def abort(self) -> None:
+        self._file.abort()
+
+
+class DirectorySink:
+    def __init__(
+        self,
+        root: Path,
+        unique_names: bool = False,
+        expand: bool = False,
+        note: Callable[[str], None] = lambda message: None,
+    ) -> None:
+        self.root = root
+        self.unique_names = unique_names
+        self.expand = expand
+        self.note = note
+        (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+
+    def blob(self, digest: str) -> Path:
+        return self.root / layout.blob_path(digest)
+
+    def has_layer(self, layer: Layer) -> bool:
+        """Reuse only verified content: the name alone proves nothing after a crash or tampering."""
+        path = self.blob(layer.descriptor.digest)
+        if not path.exists():
+            return False
+        if file_digest(path) == (layer.descriptor.digest, layer.descriptor.size):
+            return True
+        path.unlink()
+        return False
+
+    def open_layer(self, layer: Layer) -> _BlobFile:
+        return _BlobFile(self.blob(layer.descriptor.digest))
+
+    def abort(self) -> None:
+        return None
+
+    def commit(self, images: list[Image]) -> None:
+        stored = [layout.as_served(i) for i in images]
+        for s in stored:
+            for digest, data in (
+                (s.image.config.digest, s.image.config_bytes),
+                (s.manifest.digest, s.manifest_bytes),
+            ):
+                path = self.blob(digest)
+                if not path.exists() or path.read_bytes() != data:
+                    write_atomic(path, data)
+        rootfs: dict[str, str] = {}
+        if self.expand:
+            for s in stored:
+                rootfs[s.manifest.digest] = self._expand(s.image)
+        self.root.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.root / LOCK)):
+            if self.unique_names:
+                self._commit_merged(stored, rootfs)
+            else:
+                for name, data in layout.image_files(stored):
+                    write_atomic(self.root / name, data)
+
+    def _commit_merged(self, stored: list[layout.StoredImage], rootfs: dict[str, str]) -> None:
+        images = catalog.load(self.root)
+        index = _read_json_list(self.root / "index.json", "manifests")
+        docker = _read_json_list(self.root / "manifest.json", None)
+        for s in stored:
+            ref = s.image.reference
+            name = catalog.manifest_name(ref)
+            entry = layout.docker_manifest_entry(s)
+            write_atomic(self.root / name, layout.manifest_json([entry]))
+            record: dict[str, Any] = {
+                "manifest": name,
+                "manifest_digest": s.manifest.digest,
+                "config": entry["Config"],
+                "layers": entry["Layers"],
+            }
+            if s.image.platform is not None:
+                record["platform"] = str(s.image.platform)
+            if s.manifest.digest in rootfs:
+                record["rootfs"] = rootfs[s.manifest.digest]
+            images.setdefault(ref.full_name, {})[catalog.tag_key(ref)] = record
+            ref_name = s.ref_name
+            index = [e for e in index if e.get("annotations", {}).get(layout.REF_NAME) != ref_name]
+            index.append(layout.index_entry(s))
+            tags = set(entry["RepoTags"])
+            docker = [
+                d
+                for d in docker
+                if not (tags & set(d.get("RepoTags", [])))
+                and not (not tags and d.get("Config") == entry["Config"])
+            ]
+            docker.append(entry)
+        write_atomic(self.root / "oci-layout", layout.OCI_LAYOUT)
+        write_atomic(self.root / "index.json", layout.index_json(index))
+        write_atomic(self.root / "manifest.json", layout.manifest_json(docker))
+        write_atomic(self.root / catalog.CATALOG, catalog.dump(images))
+
+    def _expand(self, image: Image) -> str:
+        """Each layer into layers/<hex>/ (whiteouts visible), the final tree into rootfs/<hex>/."""
+        warn_once: set[str] = set()
+
+        def warn(message: str) -> None:
+            if message not in warn_once:
+                warn_once.add(message)
+                self.note(message)
+
+        final_rel = f"rootfs/{image.manifest.hex}"
+        final = self.root / final_rel
+        tmp_final = _temp_dir(final)
+        rootfs = TreeWriter(tmp_final, keep_whiteouts=False, warn=warn)
+        try:
+            for layer in image.layers:
+                layer_dir = self.root / "layers" / layer.descriptor.hex
+                writers = [rootfs]
+                tmp_layer: Path | None = None
+                if not layer_dir.exists():
+                    tmp_layer = _temp_dir(layer_dir)
+                    writers.insert(0, TreeWriter(tmp_layer, keep_whiteouts=True, warn=warn))
+                with open_plain(self.blob(layer.descriptor.digest)) as stream:
+                    apply_layer(stream, writers)
+                if tmp_layer is not None:
+                    writers[0].finish()
+                    _replace_dir(tmp_layer, layer_dir)
+            rootfs.finish()
+        except BaseException:
+            _rmtree(tmp_final)
+            raise
+        _replace_dir(tmp_final, final)
+        self.note(_summary(image, rootfs.stats))
+        return final_rel
+
+
+def _summary(image: Image, stats: ExpandStats) -> str:
+    return (
+        f"{image.reference}: flattened {len(image.layers)} layers into {stats.files} files; "
+        f"{stats.shadowed_files} files ({stats.shadowed_bytes / 1e6:.1f} MB) shadowed by later layers "
+        "are not in the final tree"
+    )
+
+
+def _temp_dir(final: Path) -> Path:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.mkdir(mode=0o755)
+    return tmp
+
+
+def _rmtree(path: Path) -> None:
+    if path.exists():
+        for sub, dirs, _files in os.walk(path):
+            for d in dirs:
+                p = Path(sub) / d
+                if not p.is_symlink():
+                    os.chmod(p, 0o700)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    if final.exists():
+        old = _temp_dir(final)
+        old.rmdir()
+        os.rename(final, old)
+        os.rename(tmp, final)
+        _rmtree(old)
+    else:
+        os.rename(tmp, final)
+
+
+def _read_json_list(path: Path, key: str | None) -> list[dict[str, Any]]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    doc = load_json(data, str(path))
+    items = doc.get(key) if key and isinstance(doc, dict) else doc
+    if not isinstance(items, list):
+        raise ManifestError(f"malformed {path}")
+    return [i for i in items if isinstance(i, dict)]

@@ -1,0 +1,1 @@
+"""Local sources of images: merged directories and docker-save tarballs."""
