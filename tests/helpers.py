@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,3 +44,18 @@ def fails(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
 
 def leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir())
+
+
+def settled(read: Callable[[], int], quiet: float = 0.3, limit: float = 5.0) -> int:
+    """The registry writes its access log after answering: wait until a count stops moving."""
+    import time
+
+    deadline = time.monotonic() + limit
+    value = read()
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        again = read()
+        if again == value:
+            return value
+        value = again
+    return value

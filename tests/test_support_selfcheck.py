@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import settled
 from tests.support.images import (
     BuiltImage,
     build_image,
@@ -170,8 +171,8 @@ def test_registry_log_counts(
     reg.push_image("count/me", "v1", sample_built_image)
     layer = sample_built_image.layers[0]
     assert reg.client.get_blob("count/me", layer.digest) == layer.data
-    assert reg.bytes_served(layer.digest) == layer.size
-    assert reg.request_count(f"/blobs/{layer.digest}", method="GET") == 1
+    assert settled(lambda: reg.bytes_served(layer.digest)) == layer.size
+    assert settled(lambda: reg.request_count(f"/blobs/{layer.digest}", method="GET")) == 1
 
 
 # -- validators --------------------------------------------------------------
