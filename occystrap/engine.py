@@ -7,12 +7,13 @@ writing) runs in worker threads on batches of at least BATCH bytes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
-from anyio.abc import ObjectReceiveStream
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from occystrap.events import (
     BlobDone,
@@ -114,11 +115,7 @@ class Engine:
             )
             self.reporter.emit(BlobStarted(desc.digest, desc.size))
             try:
-                send, receive = anyio.create_memory_object_stream[bytes](1)
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(_consume, receive, check)
-                    async with send:
-                        await self._produce(job, send)
+                await self._pipeline(job, check)
                 await anyio.to_thread.run_sync(check.finish)
                 await anyio.to_thread.run_sync(target.commit, check.plain_size)
             except BaseException:
@@ -127,7 +124,23 @@ class Engine:
                 raise
         self.reporter.emit(BlobDone(desc.digest, desc.size))
 
-    async def _produce(self, job: _Job, send: anyio.abc.ObjectSendStream[bytes]) -> None:
+    async def _pipeline(self, job: _Job, check: BlobCheck) -> None:
+        """network → (raw hash + write) and (inflate → plain hash + write), each stage its own thread."""
+        raw_send, raw_recv = anyio.create_memory_object_stream[bytes](1)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_stage, raw_recv, check.feed_raw, None)
+            if check.wants_plain:
+                z_send, z_recv = anyio.create_memory_object_stream[bytes](1)
+                p_send, p_recv = anyio.create_memory_object_stream[list[bytes]](1)
+                tg.start_soon(_stage, z_recv, check.inflate, p_send)
+                tg.start_soon(_stage, p_recv, check.feed_plain, None)
+                async with raw_send, z_send:
+                    await self._produce(job, (raw_send, z_send))
+            else:
+                async with raw_send:
+                    await self._produce(job, (raw_send,))
+
+    async def _produce(self, job: _Job, sends: tuple[ObjectSendStream[bytes], ...]) -> None:
         desc = job.layer.descriptor
         buf = bytearray()
         done = 0
@@ -136,16 +149,28 @@ class Engine:
                 buf += chunk
                 if len(buf) >= BATCH:
                     done += len(buf)
-                    await send.send(bytes(buf))
-                    buf.clear()
+                    batch, buf = bytes(buf), bytearray()
+                    for send in sends:
+                        await send.send(batch)
                     self.reporter.emit(BlobProgress(desc.digest, done, desc.size))
         if buf:
             done += len(buf)
-            await send.send(bytes(buf))
+            batch = bytes(buf)
+            for send in sends:
+                await send.send(batch)
             self.reporter.emit(BlobProgress(desc.digest, done, desc.size))
 
 
-async def _consume(receive: ObjectReceiveStream[bytes], check: BlobCheck) -> None:
+async def _stage(
+    receive: ObjectReceiveStream[Any],
+    work: Callable[[Any], Any],
+    forward: ObjectSendStream[Any] | None,
+) -> None:
     async with receive:
-        async for data in receive:
-            await anyio.to_thread.run_sync(check.feed, data)
+        if forward is None:
+            async for item in receive:
+                await anyio.to_thread.run_sync(work, item)
+            return
+        async with forward:
+            async for item in receive:
+                await forward.send(await anyio.to_thread.run_sync(work, item))

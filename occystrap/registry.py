@@ -109,13 +109,21 @@ class RegistryClient:
         self.reporter: Reporter = reporter or NullReporter()
         self._hosts: dict[str, _Host] = {}
         self._session: aiohttp.ClientSession | None = None
-        self._verified_ssl = ssl.create_default_context()
-        if self.options.ca_cert:
-            try:
-                self._verified_ssl.load_verify_locations(cafile=str(self.options.ca_cert))
-            except (OSError, ssl.SSLError) as exc:
-                raise AuthError(f"cannot load CA certificate {self.options.ca_cert}: {exc}") from None
+        self._ssl_context: ssl.SSLContext | None = None
         self.retries_done = 0
+
+    @property
+    def _verified_ssl(self) -> ssl.SSLContext:
+        """Built on first use: loading the system CA store costs time a loopback fetch never needs."""
+        if self._ssl_context is None:
+            context = ssl.create_default_context()
+            if self.options.ca_cert:
+                try:
+                    context.load_verify_locations(cafile=str(self.options.ca_cert))
+                except (OSError, ssl.SSLError) as exc:
+                    raise AuthError(f"cannot load CA certificate {self.options.ca_cert}: {exc}") from None
+            self._ssl_context = context
+        return self._ssl_context
 
     async def __aenter__(self) -> RegistryClient:
         timeout = aiohttp.ClientTimeout(
@@ -526,6 +534,11 @@ class RegistryClient:
                         raise _Retryable(f"body ended at byte {received} of {desc.size}")
                     return
             except _Retryable as exc:
+                if received == desc.size:
+                    # Every byte arrived and only the connection's end went wrong (a Content-Length
+                    # longer than the blob, a reset after the last byte): asking for `bytes=size-`
+                    # would only earn a 416. The caller's digest check judges the bytes.
+                    return
                 tries += 1
                 if tries > self.options.retries:
                     cls = RateLimitedError if "429" in exc.reason else TransferError

@@ -16,7 +16,7 @@ from isal import igzip, isal_zlib
 from occystrap.errors import IntegrityError
 
 # Decompressed output is produced in bounded steps so a decompression bomb cannot fill memory.
-OUT_STEP = 4 * 1024 * 1024
+OUT_STEP = 1024 * 1024
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
@@ -123,28 +123,45 @@ class BlobCheck:
         self._decoder: Decoder | None = None
         self.plain_size = 0
 
-    def _plain(self, data: bytes) -> None:
-        self._diff_hash.update(data)
-        self.plain_size += len(data)
-        if self._plain_out is not None:
-            self._plain_out(data)
+    @property
+    def wants_plain(self) -> bool:
+        return self._want_plain
 
-    def feed(self, data: bytes) -> None:
+    # The three stages touch disjoint state, so the engine runs them in different
+    # threads at once: raw hashing and writing, inflating, and plain hashing and writing.
+
+    def feed_raw(self, data: bytes) -> None:
         self._seen += len(data)
         if self._seen > self.size:
             raise IntegrityError(f"blob {self.digest} is larger than its declared {self.size} bytes")
         self._blob_hash.update(data)
         if self._raw_out is not None:
             self._raw_out(data)
+
+    def inflate(self, data: bytes) -> list[bytes]:
+        out: list[bytes] = []
+        if self._decoder is None:
+            self._decoder = decoder_for(data[:4])
+        try:
+            self._decoder.feed(data, out.append)
+        except IntegrityError:
+            raise
+        except Exception as exc:  # zlib.error, ZstdError: corrupt compressed data
+            raise IntegrityError(f"layer {self.digest} is corrupt: {exc}") from None
+        return out
+
+    def feed_plain(self, chunks: list[bytes]) -> None:
+        for data in chunks:
+            self._diff_hash.update(data)
+            self.plain_size += len(data)
+            if self._plain_out is not None:
+                self._plain_out(data)
+
+    def feed(self, data: bytes) -> None:
+        """All three stages in the calling thread."""
+        self.feed_raw(data)
         if self._want_plain:
-            if self._decoder is None:
-                self._decoder = decoder_for(data[:4])
-            try:
-                self._decoder.feed(data, self._plain)
-            except IntegrityError:
-                raise
-            except Exception as exc:  # zlib.error, ZstdError: corrupt compressed data
-                raise IntegrityError(f"layer {self.digest} is corrupt: {exc}") from None
+            self.feed_plain(self.inflate(data))
 
     def finish(self) -> None:
         if self._seen != self.size:
