@@ -372,3 +372,6 @@ def tarfile_to_extracted(
             note(f"imported {f.image.reference}")
 
     run_local(opts, work)
+
+
+from occystrap import cli_mirror  # noqa: E402,F401

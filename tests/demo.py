@@ -25,7 +25,9 @@ OUT = ROOT / "demo-out"
 def _content(seed: int, mb: int) -> list[images.Entry]:
     """Some text, some incompressible bytes: roughly what real layers hold."""
     rng = random.Random(seed)
-    words = [bytes(rng.choice(b"abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9))) for _ in range(500)]
+    words = [
+        bytes(rng.choice(b"abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9))) for _ in range(500)
+    ]
     entries: list[images.Entry] = [images.directory(f"opt/demo{seed}")]
     for i in range(mb):
         if i % 2:
@@ -40,7 +42,9 @@ def main() -> int:
     OUT.mkdir(exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="occystrap-demo-"))
     print("== generating a 3-layer sample image (about 60 MB)", flush=True)
-    built = images.build_image([_content(1, 32), _content(2, 16), _content(3, 12)], fmt="oci", compression="gzip")
+    built = images.build_image(
+        [_content(1, 32), _content(2, 16), _content(3, 12)], fmt="oci", compression="gzip"
+    )
     registry = start_registry(work)
     try:
         ref = f"{registry.host}/demo/app"

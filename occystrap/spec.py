@@ -1,0 +1,252 @@
+"""A mirror spec: which images, which tags, which platforms. Parsed into frozen dataclasses.
+
+    images:
+      - name: 127.0.0.1:5000/team/app      # any reference form occystrap.reference.parse accepts
+        tags: [v1, v2]                      # explicit tags
+        include: ['^v1\\.']                 # regexes over the registry's tag list
+        exclude: ['-rc']
+        latest: 3                           # newest N by semver among the (filtered) tags
+        digests: ['sha256:…']               # pinned
+        platforms: [linux/amd64, linux/arm64]   # or 'all'; default: --platform
+
+Tag selection (`select_tags`) is a pure function so it can be tested on its own.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from occystrap import reference
+from occystrap.errors import BadReferenceError, ManifestError, UsageError
+from occystrap.model import Platform
+from occystrap.reference import Reference
+
+ALL = "all"
+_KEYS = frozenset({"name", "tags", "include", "exclude", "latest", "digests", "platforms"})
+_SEMVER = re.compile(
+    r"v?(?P<major>0|[1-9]\d*)(?:\.(?P<minor>0|[1-9]\d*))?(?:\.(?P<patch>0|[1-9]\d*))?"
+    r"(?:-(?P<pre>[0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?"
+)
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """One image to mirror. `repo` carries no tag; `name_tag` is a tag given inline in the name."""
+
+    repo: Reference
+    tags: tuple[str, ...] = ()
+    include: tuple[re.Pattern[str], ...] = ()
+    exclude: tuple[re.Pattern[str], ...] = ()
+    latest: int | None = None
+    digests: tuple[str, ...] = ()
+    platforms: tuple[Platform, ...] | Literal["all"] = ()
+
+    @property
+    def name(self) -> str:
+        return self.repo.full_name
+
+    @property
+    def needs_tag_list(self) -> bool:
+        return bool(self.include or self.exclude or self.latest is not None)
+
+    def wanted_platforms(self, default: Platform) -> tuple[Platform, ...] | Literal["all"]:
+        return self.platforms or (default,)
+
+
+@dataclass(frozen=True)
+class MirrorSpec:
+    images: tuple[ImageSpec, ...]
+
+
+# --- tag selection -----------------------------------------------------------
+
+
+def semver_key(tag: str) -> tuple[int, int, int, int, tuple[tuple[int, int | str], ...]] | None:
+    """A sort key for semver-ish tags (v1, 1.2, 1.2.3-rc.1); None for tags that are not versions.
+
+    A release sorts after its pre-releases; numeric pre-release parts compare as numbers.
+    """
+    m = _SEMVER.fullmatch(tag)
+    if m is None:
+        return None
+    pre = m["pre"]
+    parts: tuple[tuple[int, int | str], ...] = ()
+    if pre:
+        parts = tuple((0, int(p)) if p.isdigit() else (1, p) for p in pre.split("."))
+    return (int(m["major"]), int(m["minor"] or 0), int(m["patch"] or 0), 0 if pre else 1, parts)
+
+
+def newest(tags: Iterable[str], count: int) -> list[str]:
+    """The `count` newest semver tags, newest first; non-version tags never count."""
+    keyed = [(k, t) for t in tags if (k := semver_key(t)) is not None]
+    keyed.sort(key=lambda kt: (kt[0], kt[1]), reverse=True)
+    return [t for _, t in keyed[:count]]
+
+
+def select_tags(
+    available: Sequence[str],
+    tags: Sequence[str] = (),
+    include: Sequence[re.Pattern[str]] = (),
+    exclude: Sequence[re.Pattern[str]] = (),
+    latest: int | None = None,
+) -> list[str]:
+    """explicit tags ∪ (available filtered by include, minus exclude, then newest N if latest given).
+
+    With no include, every tag is included; the filtered part is empty when no filter
+    (include, exclude or latest) is given at all. The result is sorted, without repeats.
+    """
+    chosen = set(tags)
+    if include or exclude or latest is not None:
+        filtered = [
+            t
+            for t in available
+            if (not include or any(p.search(t) for p in include)) and not any(p.search(t) for p in exclude)
+        ]
+        if latest is not None:
+            filtered = newest(filtered, latest)
+        chosen.update(filtered)
+    return sorted(chosen)
+
+
+# --- parsing -----------------------------------------------------------------
+
+
+def load(path: Path) -> MirrorSpec:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise UsageError(f"spec file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read spec file {path}: {exc}") from None
+    return parse(text, str(path))
+
+
+def parse(text: str, where: str = "spec") -> MirrorSpec:
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"{where}: not valid YAML: {exc}") from None
+    if not isinstance(doc, dict) or "images" not in doc:
+        raise ManifestError(f"{where}: expected a mapping with an 'images' list at the top")
+    unknown = sorted(str(k) for k in doc if k != "images")
+    if unknown:
+        raise ManifestError(f"{where}: unknown top-level key(s): {', '.join(unknown)}")
+    raw = doc["images"]
+    if not isinstance(raw, list) or not raw:
+        raise ManifestError(f"{where}: 'images' must be a non-empty list")
+    return MirrorSpec(tuple(_image(item, f"{where}: images[{i}]") for i, item in enumerate(raw)))
+
+
+def from_refs(refs: Sequence[str]) -> MirrorSpec:
+    """The spec `--image REF[:TAG]` options describe: one image per option."""
+    out = []
+    for text in refs:
+        try:
+            out.append(_image({"name": text}, f"--image {text}"))
+        except ManifestError as exc:
+            raise UsageError(str(exc)) from None
+    return MirrorSpec(tuple(out))
+
+
+def _image(item: Any, where: str) -> ImageSpec:
+    if isinstance(item, str):
+        item = {"name": item}
+    if not isinstance(item, dict):
+        raise ManifestError(f"{where}: expected a mapping with at least 'name'")
+    unknown = sorted(str(k) for k in item if k not in _KEYS)
+    if unknown:
+        raise ManifestError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(_KEYS))}"
+        )
+    name = item.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise ManifestError(f"{where}: 'name' must be a non-empty string")
+    where = f"{where} ({name})"
+    try:
+        ref = reference.parse(name)
+    except BadReferenceError as exc:
+        raise ManifestError(f"{where}: {exc}") from None
+    tags = _strings(item, "tags", where)
+    for tag in tags:
+        try:
+            reference.parse(ref.full_name, tag)
+        except BadReferenceError as exc:
+            raise ManifestError(f"{where}: tags: {exc}") from None
+    digests = _strings(item, "digests", where)
+    for digest in digests:
+        if not re.fullmatch(r"sha256:[a-f0-9]{64}", digest):
+            raise ManifestError(f"{where}: digests: {digest!r} is not a sha256:<64 hex> digest")
+    include = _patterns(item, "include", where)
+    exclude = _patterns(item, "exclude", where)
+    latest = item.get("latest")
+    if latest is not None and (not isinstance(latest, int) or isinstance(latest, bool) or latest < 1):
+        raise ManifestError(f"{where}: 'latest' must be a positive integer, not {latest!r}")
+    # A tag or digest given inline in the name is one more explicit selection.
+    name_given = "@" in name or name.rsplit("/", 1)[-1].count(":") == 1
+    if name_given and ref.digest:
+        digests = (*digests, ref.digest)
+    elif name_given and ref.tag:
+        tags = (*tags, ref.tag)
+    if not (tags or digests or include or exclude or latest is not None):
+        tags = ("latest",)
+    return ImageSpec(
+        repo=Reference(ref.registry, ref.repository),
+        tags=tuple(dict.fromkeys(tags)),
+        include=include,
+        exclude=exclude,
+        latest=latest,
+        digests=tuple(dict.fromkeys(digests)),
+        platforms=_platforms(item.get("platforms"), where),
+    )
+
+
+def _strings(item: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
+    value = item.get(key)
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise ManifestError(f"{where}: '{key}' must be a list of strings")
+    for v in value:
+        if not isinstance(v, str):
+            raise ManifestError(
+                f"{where}: '{key}' entry {v!r} is a {type(v).__name__}, not a string (quote it in YAML)"
+            )
+    return tuple(value)
+
+
+def _patterns(item: dict[str, Any], key: str, where: str) -> tuple[re.Pattern[str], ...]:
+    out = []
+    for text in _strings(item, key, where):
+        try:
+            out.append(re.compile(text))
+        except re.error as exc:
+            raise ManifestError(f"{where}: {key}: bad regular expression {text!r}: {exc}") from None
+    return tuple(out)
+
+
+def _platforms(value: Any, where: str) -> tuple[Platform, ...] | Literal["all"]:
+    if value is None:
+        return ()
+    if value == ALL:
+        return "all"
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise ManifestError(f"{where}: 'platforms' must be 'all' or a list of os/arch[/variant]")
+    out = []
+    for v in value:
+        if not isinstance(v, str):
+            raise ManifestError(f"{where}: platform {v!r} is not a string")
+        try:
+            out.append(Platform.parse(v))
+        except ValueError as exc:
+            raise ManifestError(f"{where}: {exc}") from None
+    return tuple(dict.fromkeys(out))

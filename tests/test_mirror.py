@@ -1,0 +1,293 @@
+"""mirror (spec, --image, lock, dry run, keep-going), list-tags and inspect against a real registry."""
+
+from __future__ import annotations
+
+import json
+import re
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from occystrap import spec
+from occystrap.errors import ManifestError
+from tests.helpers import fails, ok
+from tests.support import images
+from tests.support.images import BuiltImage, Entry
+from tests.support.registry import Registry
+from tests.support.validators import Podman
+
+# --- pure: tag selection and spec parsing --------------------------------------
+
+AVAILABLE = ["latest", "v1.0.0", "v1.1.0", "v1.2.0-rc1", "v1.2.0", "v2.0.0", "v10.0.0", "1.9", "nightly"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "want"),
+    [
+        ({"tags": ["a"]}, ["a"]),
+        ({"include": [r"^v1\."]}, ["v1.0.0", "v1.1.0", "v1.2.0", "v1.2.0-rc1"]),
+        ({"include": [r"^v1\."], "exclude": ["-rc"]}, ["v1.0.0", "v1.1.0", "v1.2.0"]),
+        ({"latest": 2}, ["v10.0.0", "v2.0.0"]),
+        ({"include": [r"^v1\."], "latest": 2}, ["v1.2.0", "v1.2.0-rc1"]),
+        ({"include": [r"^v1\."], "exclude": [r"\.2\."], "latest": 1}, ["v1.1.0"]),
+        ({"latest": 3, "exclude": ["^v"]}, ["1.9"]),
+        ({"tags": ["nightly"], "latest": 1}, ["nightly", "v10.0.0"]),
+        ({"exclude": ["^v", "latest"]}, ["1.9", "nightly"]),
+        ({"include": ["nomatch"]}, []),
+        ({}, []),
+    ],
+)
+def test_select_tags(kwargs: dict[str, Any], want: list[str]) -> None:
+    compiled = {
+        k: [re.compile(p) for p in v] if k in ("include", "exclude") else v for k, v in kwargs.items()
+    }
+    assert spec.select_tags(AVAILABLE, **compiled) == want  # type: ignore[arg-type]
+
+
+def test_semver_order_puts_prereleases_first() -> None:
+    tags = ["1.0.0", "1.0.0-rc.2", "1.0.0-rc.10", "0.9", "1.0.0-alpha"]
+    assert spec.newest(tags, 5) == ["1.0.0", "1.0.0-rc.10", "1.0.0-rc.2", "1.0.0-alpha", "0.9"]
+
+
+def test_spec_parse_defaults_and_inline_tags() -> None:
+    parsed = spec.parse(
+        "images:\n  - name: 127.0.0.1:5000/a/b\n  - name: busybox:1.36\n    platforms: all\n"
+        "  - name: reg.example/x@sha256:" + "a" * 64 + "\n"
+    )
+    a, b, c = parsed.images
+    assert a.name == "127.0.0.1:5000/a/b" and a.tags == ("latest",) and a.platforms == ()
+    assert b.name == "docker.io/library/busybox" and b.tags == ("1.36",) and b.platforms == "all"
+    assert c.digests == ("sha256:" + "a" * 64,) and c.tags == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("images: [", "not valid YAML"),
+        ("foo: 1", "'images' list"),
+        ("images: []", "non-empty list"),
+        ("images:\n  - tags: [v1]", "'name' must be"),
+        ("images:\n  - name: a\n    tag: [v1]", "unknown key(s) tag"),
+        ("images:\n  - name: a\n    tags: [1.0]", "quote it"),
+        ("images:\n  - name: a\n    include: ['(']", "bad regular expression"),
+        ("images:\n  - name: a\n    latest: 0", "positive integer"),
+        ("images:\n  - name: a\n    platforms: [linux]", "os/arch"),
+        ("images:\n  - name: a\n    digests: [sha256:abc]", "not a sha256"),
+        ("images:\n  - name: A/B", "invalid repository name"),
+    ],
+)
+def test_spec_errors(text: str, message: str) -> None:
+    with pytest.raises(ManifestError, match=re.escape(message)):
+        spec.parse(text, "s.yaml")
+
+
+# --- against the registry ---------------------------------------------------------
+
+
+def _family(seed: str, count: int, fmt: str = "docker") -> tuple[images.Layer, list[BuiltImage]]:
+    """`count` small images over one shared base layer unique to `seed`."""
+    base = images.build_layer([Entry.file("base.txt", f"base of {seed}\n".encode() * 50)], fmt=fmt)  # type: ignore[arg-type]
+    built = [
+        images.build_image([base, [Entry.file("app.txt", f"{seed} app {i}\n".encode())]], fmt=fmt)  # type: ignore[arg-type]
+        for i in range(count)
+    ]
+    return base, built
+
+
+def _catalog(directory: Path) -> dict[str, dict[str, dict[str, object]]]:
+    doc: dict[str, dict[str, dict[str, object]]] = json.loads((directory / "catalog.json").read_text())[
+        "images"
+    ]
+    return doc
+
+
+def _blob_gets(registry: Registry, digest: str) -> int:
+    return registry.request_count(f"/blobs/{digest}", method="GET")
+
+
+def test_mirror_many_tags_shares_the_base_and_reruns_fetch_nothing(
+    registry: Registry, tmp_path: Path
+) -> None:
+    base, built = _family("many", 22)
+    repo = f"{registry.host}/mirror/many"
+    tags = [f"v1.{i}.0" for i in range(len(built))]
+    for tag, image in zip(tags, built, strict=True):
+        registry.push_image("mirror/many", tag, image)
+    spec_file = tmp_path / "s.yaml"
+    spec_file.write_text(f"images:\n  - name: {repo}\n    include: ['^v1\\.']\n")
+    dest = tmp_path / "m"
+    ok("mirror", "-q", str(spec_file), str(dest))
+    assert set(_catalog(dest)[repo]) == set(tags)
+    assert _blob_gets(registry, base.digest) == 1
+    lock = json.loads((dest / "occystrap.lock").read_text())
+    assert set(lock[repo]) == set(tags)
+    assert lock[repo]["v1.3.0"] == {"linux/amd64": built[3].manifest_digest}
+    assert (dest / "occystrap.lock").read_text() == json.dumps(lock, indent=2, sort_keys=True) + "\n"
+    index = json.loads((dest / "index.json").read_text())
+    assert len(index["manifests"]) == len(tags)
+
+    layers = {l.digest for i in built for l in i.layers}
+    before = {d: _blob_gets(registry, d) for d in layers}
+    proc = ok("mirror", "--progress", "plain", str(spec_file), str(dest))
+    # Configs are read again while planning; no layer blob is downloaded again.
+    assert {d: _blob_gets(registry, d) for d in layers} == before
+    assert "mirrored 22 tag(s)" in proc.stderr
+
+
+def test_tag_filters_pick_the_newest_matching(registry: Registry, tmp_path: Path) -> None:
+    _, built = _family("filter", 6)
+    tags = ["v1.0.0", "v1.1.0", "v1.2.0-rc1", "v1.2.0", "v2.0.0", "nightly"]
+    for tag, image in zip(tags, built, strict=True):
+        registry.push_image("mirror/filter", tag, image)
+    repo = f"{registry.host}/mirror/filter"
+    spec_file = tmp_path / "s.yaml"
+    spec_file.write_text(
+        f"images:\n  - name: {repo}\n    tags: [nightly]\n    include: ['^v1\\.']\n"
+        "    exclude: ['-rc']\n    latest: 2\n"
+    )
+    dest = tmp_path / "m"
+    ok("mirror", "-q", str(spec_file), str(dest))
+    assert sorted(_catalog(dest)[repo]) == ["nightly", "v1.1.0", "v1.2.0"]
+
+
+def test_platforms_all_on_an_index(registry: Registry, tmp_path: Path) -> None:
+    base_amd = images.build_image([[Entry.file("arch", b"amd64\n")]], fmt="oci", arch="amd64")
+    base_arm = images.build_image([[Entry.file("arch", b"arm64\n")]], fmt="oci", arch="arm64", variant="v8")
+    index = images.build_index([base_amd, base_arm])
+    registry.push_index("mirror/multi", "v1", index)
+    repo = f"{registry.host}/mirror/multi"
+    spec_file = tmp_path / "s.yaml"
+    spec_file.write_text(f"images:\n  - name: {repo}\n    tags: [v1]\n    platforms: all\n")
+    dest = tmp_path / "m"
+    ok("mirror", "-q", str(spec_file), str(dest))
+    entries = _catalog(dest)[repo]
+    assert entries["v1"]["platform"] == "linux/amd64"
+    assert entries["v1"]["manifest_digest"] == base_amd.manifest_digest
+    assert entries[base_arm.manifest_digest]["platform"] == "linux/arm64/v8"
+    lock = json.loads((dest / "occystrap.lock").read_text())
+    assert lock[repo]["v1"] == {
+        "linux/amd64": base_amd.manifest_digest,
+        "linux/arm64/v8": base_arm.manifest_digest,
+    }
+    # --platform picks which one is stored under the tag.
+    dest2 = tmp_path / "m2"
+    ok("mirror", "-q", "--platform", "linux/arm64", str(spec_file), str(dest2))
+    assert _catalog(dest2)[repo]["v1"]["manifest_digest"] == base_arm.manifest_digest
+
+
+def test_bundle_tarball_loads_every_tag(registry: Registry, podman: Podman, tmp_path: Path) -> None:
+    base, built = _family("bundle", 3)
+    for i, image in enumerate(built):
+        registry.push_image("mirror/bundle", f"t{i}", image)
+    other = images.build_image([[Entry.file("other.txt", b"other\n")]])
+    registry.push_image("mirror/other", "v1", other)
+    tar = tmp_path / "bundle.tar"
+    args = ["--image", f"{registry.host}/mirror/bundle:t0", "--image", f"{registry.host}/mirror/other:v1"]
+    spec_file = tmp_path / "s.yaml"
+    spec_file.write_text(f"images:\n  - name: {registry.host}/mirror/bundle\n    tags: [t1, t2]\n")
+    fails("mirror", "-q", *args, str(spec_file), str(tar))  # bundle named twice: spec and --image
+    ok("mirror", "-q", *args[2:], str(spec_file), str(tar))
+    lock = json.loads((tmp_path / "bundle.tar.lock").read_text())
+    assert sorted(lock) == [f"{registry.host}/mirror/bundle", f"{registry.host}/mirror/other"]
+    with tarfile.open(tar) as tf:
+        names = tf.getnames()
+    assert names.count(f"blobs/sha256/{base.digest.split(':')[1]}") == 1
+    loaded = podman.load(tar)
+    want = {f"{registry.host}/mirror/bundle:t{i}" for i in (1, 2)} | {f"{registry.host}/mirror/other:v1"}
+    assert want <= {n.removeprefix("localhost/") for n in loaded}, loaded
+
+
+def test_locked_replays_old_digest_after_tag_moved(registry: Registry, tmp_path: Path) -> None:
+    _, (old, new) = _family("locked", 2)
+    registry.push_image("mirror/locked", "v1", old)
+    ref = f"{registry.host}/mirror/locked:v1"
+    dest = tmp_path / "m"
+    ok("mirror", "-q", "--image", ref, str(dest))
+    registry.push_image("mirror/locked", "v1", new)  # the tag moves
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "occystrap.lock").write_bytes((dest / "occystrap.lock").read_bytes())
+    ok("mirror", "-q", "--locked", str(fresh))
+    entry = _catalog(fresh)[f"{registry.host}/mirror/locked"]["v1"]
+    assert entry["manifest_digest"] == old.manifest_digest
+    # Without --locked the tag's new target is fetched and the lock follows it.
+    ok("mirror", "-q", "--image", ref, str(dest))
+    assert _catalog(dest)[f"{registry.host}/mirror/locked"]["v1"]["manifest_digest"] == new.manifest_digest
+    lock = json.loads((dest / "occystrap.lock").read_text())
+    assert lock[f"{registry.host}/mirror/locked"]["v1"]["linux/amd64"] == new.manifest_digest
+    fails("mirror", "--locked", str(tmp_path / "nolock"))
+
+
+def test_dry_run_writes_nothing_and_counts_sharing(registry: Registry, tmp_path: Path) -> None:
+    base, built = _family("dry", 3)
+    for i, image in enumerate(built):
+        registry.push_image("mirror/dry", f"v{i}", image)
+    spec_file = tmp_path / "s.yaml"
+    spec_file.write_text(f"images:\n  - name: {registry.host}/mirror/dry\n    tags: [v0, v1, v2]\n")
+    dest = tmp_path / "m"
+    proc = ok("mirror", "--dry-run", str(spec_file), str(dest))
+    assert not dest.exists()
+    assert _blob_gets(registry, base.digest) == 0
+    unique = base.size + sum(i.layers[1].size for i in built)
+    assert "would fetch 4 blobs, " in proc.stdout and f"({unique} bytes)" in proc.stdout
+    assert f"sharing saves {2 * base.size} B" in proc.stdout or f"({2 * base.size} bytes)" in proc.stdout
+    # After mirroring one tag, a dry run knows DEST holds the base and that tag's layer.
+    ok("mirror", "-q", "--image", f"{registry.host}/mirror/dry:v0", str(dest))
+    proc = ok("mirror", "--dry-run", str(spec_file), str(dest))
+    held = base.size + built[0].layers[1].size
+    assert "already holds 2 blobs" in proc.stdout and f"({held} bytes)" in proc.stdout
+    assert "would fetch 2 blobs" in proc.stdout
+
+
+def test_keep_going_names_the_failures(registry: Registry, tmp_path: Path) -> None:
+    _, (good,) = _family("keep", 1)
+    registry.push_image("mirror/keep", "v1", good)
+    spec_file = tmp_path / "s.yaml"
+    spec_file.write_text(
+        f"images:\n  - name: {registry.host}/mirror/keep:v1\n  - name: {registry.host}/mirror/absent:v9\n"
+    )
+    dest = tmp_path / "m"
+    proc = fails("mirror", "-q", str(spec_file), str(dest))
+    assert "absent" in proc.stderr and not (dest / "catalog.json").exists()
+    proc = fails("mirror", "-q", "--keep-going", str(spec_file), str(dest))
+    assert f"failed: {registry.host}/mirror/absent: " in proc.stderr and "not found" in proc.stderr
+    assert "1 image(s) failed" in proc.stderr
+    assert list(_catalog(dest)) == [f"{registry.host}/mirror/keep"]
+    assert list(json.loads((dest / "occystrap.lock").read_text())) == [f"{registry.host}/mirror/keep"]
+
+
+def test_list_tags_and_inspect_print_on_stdout_only(registry: Registry) -> None:
+    _, built = _family("look", 3, fmt="oci")
+    for i, image in enumerate(built):
+        registry.push_image("mirror/look", f"v{i}", image)
+    repo = f"{registry.host}/mirror/look"
+    proc = ok("list-tags", repo)
+    assert proc.stdout.split() == ["v0", "v1", "v2"] and proc.stderr == ""
+    assert json.loads(ok("list-tags", "--json", repo).stdout) == ["v0", "v1", "v2"]
+
+    proc = ok("inspect", f"{repo}:v1")
+    assert proc.stderr == ""
+    assert built[1].manifest_digest in proc.stdout and built[1].layers[0].digest in proc.stdout
+    assert '["/bin/sh"]' in proc.stdout
+    doc = json.loads(ok("inspect", "--json", f"{repo}:v1").stdout)
+    assert doc["digest"] == built[1].manifest_digest
+    assert [l["size"] for l in doc["layers"]] == [l.size for l in built[1].layers]
+    assert doc["config"]["architecture"] == "amd64" and doc["config"]["cmd"] == ["/bin/sh"]
+    assert ok("inspect", "--raw", f"{repo}:v1").stdout.encode() == built[1].manifest
+    assert ok("inspect", "--config", f"{repo}:v1").stdout.encode() == built[1].config
+
+    arm = images.build_image([[Entry.file("a", b"arm")]], fmt="oci", arch="arm64", variant="v8")
+    index = images.build_index([built[0], arm])
+    registry.push_index("mirror/look", "multi", index)
+    doc = json.loads(ok("inspect", "--json", "--platform", "linux/arm64", f"{repo}:multi").stdout)
+    assert [p["platform"] for p in doc["platforms"]] == ["linux/amd64", "linux/arm64/v8"]
+    assert doc["manifest"]["digest"] == arm.manifest_digest
+    assert ok("inspect", "--raw", f"{repo}:multi").stdout.encode() == index.data
+    fails("inspect", f"{repo}:nope")
+
+
+def test_every_command_help_has_an_example() -> None:
+    for command in ("mirror", "list-tags", "inspect"):
+        assert "occystrap " + command in ok(command, "--help").stdout
