@@ -17,7 +17,7 @@ import click
 from occystrap import reference
 from occystrap.engine import DEFAULT_PARALLEL, Engine
 from occystrap.errors import OccystrapError, UsageError
-from occystrap.events import Event, Info
+from occystrap.events import Event, Info, RunStarted
 from occystrap.layout import as_served, blob_path
 from occystrap.model import Platform
 from occystrap.registry import ClientOptions, RegistryClient
@@ -31,7 +31,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 class CliReporter(Protocol):
     def emit(self, event: Event) -> None: ...
-    def close(self) -> None: ...
+    def close(self, ok: bool = True, error: str | None = None) -> None: ...
 
 
 def _first_error(exc: BaseException) -> BaseException:
@@ -165,18 +165,17 @@ def run_reported(opts: dict[str, Any], reporter: CliReporter, main: Callable[[],
             message = f"internal error: {type(err).__name__}: {err}"
         if verbose:
             traceback.print_exception(raw)
-        _close(reporter, ok=False)
+        _close(reporter, ok=False, error=message)
         click.echo(f"occystrap: error: {message}", err=True)
         sys.exit(code)
     _close(reporter, ok=True)
 
 
-def _close(reporter: CliReporter, ok: bool) -> None:
+def _close(reporter: CliReporter, ok: bool, error: str | None = None) -> None:
     exit_ = getattr(reporter, "__exit__", None)
     if exit_ is not None:
         exit_(None, None, None)
-    if ok:
-        reporter.close()
+    reporter.close(ok=ok, error=error)
 
 
 def parse_ref(image: str, tag: str | None) -> reference.Reference:
@@ -240,6 +239,7 @@ def fetch_to_tarfile(image: str, tag: str, output: Path, uncompressed_layers: bo
         raise UsageError(f"{output} is a directory")
 
     async def body(client: RegistryClient, engine: Engine, platform: Platform) -> None:
+        engine.reporter.emit(RunStarted((str(ref),), str(output)))
         images = await engine.resolve_all([ref], platform)
         sink = TarballSink(output, uncompressed_layers)
         await engine.fetch_images(images, sink)
@@ -288,6 +288,7 @@ def fetch_to_extracted(
         raise UsageError(f"{directory} exists and is not a directory")
 
     async def body(client: RegistryClient, engine: Engine, platform: Platform) -> None:
+        engine.reporter.emit(RunStarted((str(ref),), str(directory)))
         images = await engine.resolve_all([ref], platform)
         sink = DirectorySink(
             directory, use_unique_names, expand, note=lambda m: engine.reporter.emit(Info(m))

@@ -21,6 +21,8 @@ from occystrap.events import (
     BlobQueued,
     BlobSkipped,
     BlobStarted,
+    BlobVerifying,
+    CommitStarted,
     ImageCommitted,
     ImageResolved,
     Reporter,
@@ -94,13 +96,15 @@ class Engine:
             async with anyio.create_task_group() as tg:
                 for job in ordered:
                     tg.start_soon(self._fetch_layer, job, sink)
+            destination = str(getattr(sink, "path", getattr(sink, "root", "")))
+            self.reporter.emit(CommitStarted(tuple(str(i.reference) for i in images), destination))
             await anyio.to_thread.run_sync(sink.commit, images)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(sink.abort)
             raise
         for image in images:
-            self.reporter.emit(ImageCommitted(str(image.reference), ""))
+            self.reporter.emit(ImageCommitted(str(image.reference), destination))
 
     async def _fetch_layer(self, job: _Job, sink: Sink) -> None:
         desc = job.layer.descriptor
@@ -116,6 +120,7 @@ class Engine:
             self.reporter.emit(BlobStarted(desc.digest, desc.size))
             try:
                 await self._pipeline(job, check)
+                self.reporter.emit(BlobVerifying(desc.digest, desc.size))
                 await anyio.to_thread.run_sync(check.finish)
                 await anyio.to_thread.run_sync(target.commit, check.plain_size)
             except BaseException:
