@@ -35,6 +35,7 @@ from occystrap.errors import (
 from occystrap.events import BlobRetry, NullReporter, Reporter
 from occystrap.model import (
     ACCEPT,
+    DOCKER_SCHEMA1,
     INDEX_TYPES,
     MAX_MANIFEST_BYTES,
     Descriptor,
@@ -88,6 +89,11 @@ class _Retryable(Exception):
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+
+    @property
+    def rate_limited(self) -> bool:
+        # Only the status says so: a reason such as "body ended at byte 14290" must not.
+        return self.reason.startswith("HTTP 429")
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -378,7 +384,7 @@ class RegistryClient:
                 return await attempt()
             except _Retryable as exc:
                 if tries > self.options.retries:
-                    cls = RateLimitedError if "429" in exc.reason else TransferError
+                    cls = RateLimitedError if exc.rate_limited else TransferError
                     raise cls(f"{_safe_url(what)}: {exc.reason} after {tries} tries") from None
                 await self._backoff(tries, exc, what, digest)
 
@@ -424,7 +430,10 @@ class RegistryClient:
             raise IntegrityError(f"manifest for {ref} hashes to {digest}, not {target}")
         if not media or media == "application/octet-stream":
             doc = load_json(data, f"manifest of {ref}")
-            media = doc.get("mediaType", "") if isinstance(doc, dict) else ""
+            media = ""
+            if isinstance(doc, dict):
+                # Schema1 manifests have no mediaType field; schemaVersion gives them away.
+                media = doc.get("mediaType") or (DOCKER_SCHEMA1 if doc.get("schemaVersion") == 1 else "")
         check_media_type(media, f"manifest of {ref}")
         return data, media, digest
 
@@ -541,7 +550,7 @@ class RegistryClient:
                     return
                 tries += 1
                 if tries > self.options.retries:
-                    cls = RateLimitedError if "429" in exc.reason else TransferError
+                    cls = RateLimitedError if exc.rate_limited else TransferError
                     raise cls(
                         f"{_safe_url(self._host(ref).base_url + path)}: {exc.reason} after {tries} tries"
                     ) from None

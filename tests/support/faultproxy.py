@@ -1,0 +1,417 @@
+"""A fault-injecting reverse proxy to put in front of the real registry in tests.
+
+It runs aiohttp on a free 127.0.0.1 port in its own thread with its own event
+loop (like the token server), so synchronous tests, the CLI in a subprocess and
+in-process async tests can all talk to it. Bodies are streamed, never buffered
+whole, and headers pass through (Location is rewritten to point at the proxy).
+
+Faults are `Fault` objects: each matches requests by method and path (a
+substring, or a regex) and applies to the first `times` matching requests
+(None: all of them). Several faults can apply to one request (e.g. "drop after
+N bytes" once, plus "ignore Range" always). Faults can be added, replaced or
+cleared while the proxy runs; every request is recorded with its Range header
+so tests can check that a resume asked for the right offset.
+
+    with FaultProxy(registry.url) as proxy:
+        proxy.add(Fault(match=layer.digest, drop_after=100_000))
+        ok("fetch-to-tarfile", proxy.ref("team/app", "v1"), ...)
+        assert proxy.ranges(layer.digest) == ["bytes=100000-"]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+
+BLOB_GETS = "/blobs/sha256:"
+STREAM_CHUNK = 64 * 1024
+
+# Hop-by-hop headers (RFC 9110 §7.6.1) and the ones the proxy sets itself.
+_SKIP_REQUEST = frozenset(
+    {"host", "connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-connection"}
+)
+_SKIP_RESPONSE = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "upgrade"})
+
+
+@dataclass
+class Fault:
+    """What to do to matching requests. Knobs combine; unset knobs do nothing.
+
+    match: substring of the path (with query) to match, or a regex when regex=True.
+    method: only requests with this method (None: any method).
+    times: how many matching requests to affect (None: every one).
+    status: answer this status instead of forwarding (e.g. 429, 503), with
+        Retry-After: retry_after when given.
+    drop_after: close the connection after this many body bytes.
+    drop_linger: seconds to wait, with the bytes sent, before closing (after
+        drop_after or length_delta); lets the client consume them first, so its
+        resume offset is exactly what was sent. 0 closes at once, and the client
+        may then lose bytes it had received but not yet read.
+    stall: seconds to pause; stall_at is the body offset to pause at
+        (0: after the headers, before the body; None: before the headers).
+    flip_at: XOR one byte at this offset of the resource (a 206 body's offset
+        is taken from Content-Range, so the same byte is flipped on resume).
+    ignore_range: drop the request's Range header, so the registry replies 200
+        with the whole body.
+    length_delta: declare Content-Length as the real length plus this, send at
+        most the declared bytes, then close the connection.
+    """
+
+    match: str = BLOB_GETS
+    regex: bool = False
+    method: str | None = "GET"
+    times: int | None = 1
+    status: int | None = None
+    retry_after: float | str | None = None
+    drop_after: int | None = None
+    drop_linger: float = 0.2
+    stall: float = 0.0
+    stall_at: int | None = 0
+    flip_at: int | None = None
+    ignore_range: bool = False
+    length_delta: int = 0
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.method is not None and method != self.method:
+            return False
+        if self.regex:
+            return re.search(self.match, path) is not None
+        return self.match in path
+
+
+@dataclass
+class Seen:
+    """One request the proxy handled; recorded on arrival, updated as it goes."""
+
+    method: str
+    path: str
+    range: str | None
+    faults: tuple[Fault, ...]
+    status: int = 0  # what the client got (0: nothing yet, or closed before headers)
+    body_bytes: int = 0  # body bytes sent to the client
+    done: bool = False
+
+
+@dataclass
+class _Active:
+    """Faults applying to one request, merged."""
+
+    faults: list[Fault] = field(default_factory=list)
+    status: int | None = None
+    retry_after: float | str | None = None
+    drop_after: int | None = None
+    drop_linger: float = 0.0
+    stall: float = 0.0
+    stall_at: int | None = 0
+    flip_at: int | None = None
+    ignore_range: bool = False
+    length_delta: int = 0
+
+    def add(self, f: Fault) -> None:
+        self.faults.append(f)
+        if f.status is not None:
+            self.status, self.retry_after = f.status, f.retry_after
+        if f.drop_after is not None:
+            self.drop_after, self.drop_linger = f.drop_after, f.drop_linger
+        if f.stall:
+            self.stall, self.stall_at = f.stall, f.stall_at
+        if f.flip_at is not None:
+            self.flip_at = f.flip_at
+        self.ignore_range = self.ignore_range or f.ignore_range
+        if f.length_delta:
+            self.length_delta, self.drop_linger = f.length_delta, f.drop_linger
+
+
+class FaultProxy:
+    def __init__(self, upstream: str, shutdown_timeout: float = 0.5) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.port = 0
+        self._shutdown_timeout = shutdown_timeout
+        self._lock = threading.Lock()
+        self._faults: list[tuple[Fault, list[int]]] = []  # fault, [uses left] (-1: unlimited)
+        self._seen: list[Seen] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    # -- addresses -----------------------------------------------------------
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    def ref(self, repo: str, reference: str) -> str:
+        """'127.0.0.1:PROXYPORT/repo:tag' (or '@sha256:...')."""
+        sep = "@" if reference.startswith("sha256:") else ":"
+        return f"{self.host}/{repo}{sep}{reference}"
+
+    # -- knobs (thread-safe; may change while requests are in flight) --------
+
+    def add(self, *faults: Fault) -> FaultProxy:
+        with self._lock:
+            for f in faults:
+                self._faults.append((f, [-1 if f.times is None else f.times]))
+        return self
+
+    def set(self, *faults: Fault) -> FaultProxy:
+        """Replace every fault (none: pass everything through untouched)."""
+        with self._lock:
+            self._faults = [(f, [-1 if f.times is None else f.times]) for f in faults]
+        return self
+
+    def clear(self) -> FaultProxy:
+        return self.set()
+
+    def reset_counts(self) -> None:
+        with self._lock:
+            self._seen.clear()
+
+    def _take(self, method: str, path: str) -> _Active:
+        active = _Active()
+        with self._lock:
+            for f, left in self._faults:
+                if left[0] != 0 and f.matches(method, path):
+                    if left[0] > 0:
+                        left[0] -= 1
+                    active.add(f)
+        return active
+
+    # -- what was seen -------------------------------------------------------
+
+    def seen(self, match: str = "", method: str | None = None) -> list[Seen]:
+        with self._lock:
+            return [s for s in self._seen if match in s.path and (method is None or s.method == method)]
+
+    def count(self, match: str = "", method: str | None = "GET") -> int:
+        return len(self.seen(match, method))
+
+    def counts(self) -> dict[str, int]:
+        """Requests per path."""
+        out: dict[str, int] = {}
+        for s in self.seen():
+            out[s.path] = out.get(s.path, 0) + 1
+        return out
+
+    def ranges(self, match: str = BLOB_GETS) -> list[str]:
+        """Range headers received on matching GETs, in order."""
+        return [s.range for s in self.seen(match, "GET") if s.range is not None]
+
+    def _record(self, seen: Seen) -> None:
+        with self._lock:
+            self._seen.append(seen)
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def start(self) -> FaultProxy:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._thread = threading.Thread(target=loop.run_forever, name="faultproxy", daemon=True)
+        self._thread.start()
+        self.port = asyncio.run_coroutine_threadsafe(self._start(), loop).result(timeout=10)
+        return self
+
+    async def _start(self) -> int:
+        self._session = aiohttp.ClientSession(
+            auto_decompress=False,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60),
+        )
+        app = web.Application(client_max_size=1024**3)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=self._shutdown_timeout)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        self._runner = runner
+        return int(runner.addresses[0][1])
+
+    async def _stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
+        # Handlers still asleep in a stall outlive the shutdown timeout: end them before the loop closes.
+        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    def stop(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._stop(), loop).result(timeout=15)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=10)
+            loop.close()
+            self._loop = self._thread = None
+            self._runner = self._session = None
+
+    def __enter__(self) -> FaultProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- the proxy -----------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        active = self._take(request.method, request.path_qs)
+        seen = Seen(request.method, request.path_qs, request.headers.get("Range"), tuple(active.faults))
+        self._record(seen)
+        try:
+            return await self._proxy(request, active, seen)
+        finally:
+            seen.done = True
+
+    async def _proxy(self, request: web.Request, active: _Active, seen: Seen) -> web.StreamResponse:
+        if active.stall and active.stall_at is None:
+            await asyncio.sleep(active.stall)
+        if active.status is not None:
+            headers = {}
+            if active.retry_after is not None:
+                ra = active.retry_after
+                headers["Retry-After"] = str(int(ra)) if isinstance(ra, (int, float)) else ra
+            seen.status = active.status
+            return web.json_response(
+                {"errors": [{"code": "INJECTED", "message": f"fault proxy says {active.status}"}]},
+                status=active.status,
+                headers=headers,
+            )
+
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _SKIP_REQUEST}
+        if active.ignore_range:
+            headers = {k: v for k, v in headers.items() if k.lower() != "range"}
+        assert self._session is not None
+        async with self._session.request(
+            request.method,
+            self.upstream + request.path_qs,
+            headers=headers,
+            data=request.content if request.body_exists else None,
+            allow_redirects=False,
+        ) as up:
+            resp = web.StreamResponse(status=up.status, reason=up.reason)
+            for k, v in up.headers.items():
+                if k.lower() in _SKIP_RESPONSE:
+                    continue
+                if k.lower() == "location" and v.startswith(self.upstream):
+                    v = self.url + v[len(self.upstream) :]
+                resp.headers.add(k, v)
+            real = up.content_length
+            declared = real
+            if real is not None and active.length_delta:
+                declared = max(0, real + active.length_delta)
+            if declared is not None:
+                resp.content_length = declared
+            # A 206 body starts at Content-Range's first byte: flip_at is an offset in the blob.
+            start = _range_start(up.headers.get("Content-Range")) if up.status == 206 else 0
+            limit = declared
+            if active.drop_after is not None:
+                limit = active.drop_after if limit is None else min(limit, active.drop_after)
+            # Drop only when the cut falls inside the body; a shorter body passes untouched.
+            dropping = active.drop_after is not None and (declared is None or active.drop_after < declared)
+            close_after = dropping or (bool(active.length_delta) and real is not None)
+
+            seen.status = up.status
+            try:
+                await resp.prepare(request)
+                if request.method == "HEAD":
+                    await resp.write_eof()
+                    return resp
+                await self._pump(up, resp, active, start, limit, seen)
+                if close_after:
+                    await self._close(request, active.drop_linger)
+                    return resp
+                await resp.write_eof()
+            except aiohttp.ClientPayloadError:
+                # The registry's body broke off (or lied about its length): pass that on.
+                await self._close(request, 0)
+            except (ConnectionError, aiohttp.ClientConnectionError):
+                # The client gave up (read timeout) or we closed on purpose: nothing more to say.
+                pass
+            return resp
+
+    async def _pump(
+        self,
+        up: aiohttp.ClientResponse,
+        resp: web.StreamResponse,
+        active: _Active,
+        start: int,
+        limit: int | None,
+        seen: Seen,
+    ) -> None:
+        """Stream the upstream body to the client, applying stall, flip and cut-off."""
+        stalled = False
+
+        async def send(piece: bytes) -> None:
+            if active.flip_at is not None:
+                at = active.flip_at - start - seen.body_bytes
+                if 0 <= at < len(piece):
+                    mutable = bytearray(piece)
+                    mutable[at] ^= 0xFF
+                    piece = bytes(mutable)
+            await resp.write(piece)
+            seen.body_bytes += len(piece)
+
+        async for chunk in up.content.iter_chunked(STREAM_CHUNK):
+            if limit is not None:
+                chunk = chunk[: max(0, limit - seen.body_bytes)]
+            if active.stall and not stalled and active.stall_at is not None:
+                at = active.stall_at - seen.body_bytes
+                if 0 <= at < len(chunk):
+                    # Exactly stall_at bytes go out first, then the pause.
+                    if at:
+                        await send(chunk[:at])
+                        chunk = chunk[at:]
+                    _flush_headers(resp)
+                    await asyncio.sleep(active.stall)
+                    stalled = True
+            if chunk:
+                await send(chunk)
+            if limit is not None and seen.body_bytes >= limit:
+                return
+
+    async def _close(self, request: web.Request, linger: float) -> None:
+        """Close the connection once what was written has left, mimicking a dropped link."""
+        transport = request.transport
+        if transport is None:
+            return
+        for _ in range(200):
+            if transport.get_write_buffer_size() == 0:
+                break
+            await asyncio.sleep(0.01)
+        if linger:
+            await asyncio.sleep(linger)
+        transport.close()
+
+
+def _flush_headers(resp: web.StreamResponse) -> None:
+    # aiohttp holds the headers back to send them with the first body bytes; a stall
+    # "after the headers" must really put them on the wire first.
+    writer = resp._payload_writer
+    send = getattr(writer, "send_headers", None)
+    if send is not None:
+        send()
+
+
+def _range_start(value: str | None) -> int:
+    if value and value.startswith("bytes "):
+        try:
+            return int(value[6:].split("-")[0])
+        except ValueError:
+            return 0
+    return 0
+
+
+__all__ = ["BLOB_GETS", "Fault", "FaultProxy", "Seen"]
