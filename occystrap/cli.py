@@ -86,6 +86,20 @@ def registry_options(func: F) -> F:
             help="Retries per request.",
         ),
         click.option(
+            "--read-timeout",
+            type=click.FloatRange(0.1),
+            default=60.0,
+            show_default=True,
+            help="Seconds without a byte before a request is retried (there is no total timeout).",
+        ),
+        click.option(
+            "--connect-timeout",
+            type=click.FloatRange(0.1),
+            default=30.0,
+            show_default=True,
+            help="Seconds to connect.",
+        ),
+        click.option(
             "--progress",
             type=click.Choice(["auto", "rich", "plain", "json", "none"]),
             default="auto",
@@ -135,6 +149,8 @@ def run(opts: dict[str, Any], body: Callable[[RegistryClient, Engine, Platform],
         insecure_registries=frozenset(opts.get("insecure") or ()),
         ca_cert=opts.get("ca_cert"),
         retries=opts["retries"],
+        read_timeout=opts["read_timeout"],
+        connect_timeout=opts["connect_timeout"],
     )
 
     async def main() -> None:

@@ -283,7 +283,7 @@ def test_clean_run_through_proxy_makes_no_retries(
     _assert_layers(out, image)
 
 
-# --- stalls: the read timeout (no CLI knob yet, so the client is driven directly) ----
+# --- stalls: the read timeout (driven through the client here; the CLI case is at the end) ----
 
 
 @pytest.mark.parametrize("stall_at", [None, 0, 50_000], ids=["before-headers", "before-body", "mid-body"])
@@ -315,3 +315,14 @@ async def test_stall_longer_than_read_timeout_is_retried(
     seen = proxy.seen(layer.digest, "GET")
     assert len(seen) == 2
     assert seen[1].range == (f"bytes={stall_at}-" if stall_at else None)
+
+
+def test_cli_read_timeout_retries_a_stalled_body(
+    proxy: FaultProxy, image: BuiltImage, outdir: Path, tmp_path: Path
+) -> None:
+    layer = image.layers[0]
+    proxy.add(Fault(match=layer.digest, stall=5.0, stall_at=1000, times=1))
+    out = outdir / "img.tar"
+    _fetch(proxy, out, tmp_path, "--read-timeout", "0.5", "--retries", "2")
+    assert len(proxy.seen(layer.digest, "GET")) == 2
+    _assert_layers(out, image)
