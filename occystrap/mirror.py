@@ -12,6 +12,7 @@ every other platform under its own manifest digest; the catalog record says whic
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -205,15 +206,7 @@ class Planner:
                 store = ref
             else:
                 store = Reference(ref.registry, ref.repository, digest=image.manifest.digest)
-            image = Image(
-                store,
-                image.manifest,
-                image.manifest_bytes,
-                image.config,
-                image.config_bytes,
-                image.layers,
-                platform,
-            )
+            image = dataclasses.replace(image, reference=store, platform=platform)
             out.append(Planned(source.full_name, key, platform, image))
         return out
 
@@ -257,15 +250,7 @@ class Planner:
                 if media in INDEX_TYPES:
                     raise ManifestError(f"{pinned}: the lock names an index, not a platform manifest")
                 image, _ = await self._image(pinned, data, media, got)
-                image = Image(
-                    store,
-                    image.manifest,
-                    image.manifest_bytes,
-                    image.config,
-                    image.config_bytes,
-                    image.layers,
-                    plat,
-                )
+                image = dataclasses.replace(image, reference=store, platform=plat)
                 items.append(Planned(source.full_name, key, plat, image))
             return items
 
