@@ -62,6 +62,12 @@ def registry_options(func: F) -> F:
             help="Allow plain HTTP / unverified TLS for HOST[:PORT] (repeatable).",
         ),
         click.option(
+            "--resolve",
+            multiple=True,
+            metavar="HOST=ADDRESS",
+            help="Connect to ADDRESS for HOST (repeatable), like curl --resolve; TLS still checks HOST.",
+        ),
+        click.option(
             "--ca-cert", type=click.Path(dir_okay=False, path_type=Path), help="Extra CA bundle (PEM)."
         ),
         click.option(
@@ -133,6 +139,16 @@ def make_reporter(progress: str, quiet: bool) -> CliReporter:
     return ui.QuietReporter()
 
 
+def _parse_resolve(items: tuple[str, ...]) -> dict[str, str]:
+    pins: dict[str, str] = {}
+    for item in items:
+        host, sep, address = item.partition("=")
+        if not sep or not host or not address:
+            raise click.BadParameter(f"expected HOST=ADDRESS, not {item!r}", param_hint="--resolve")
+        pins[host] = address.strip("[]")
+    return pins
+
+
 def run(opts: dict[str, Any], body: Callable[[RegistryClient, Engine, Platform], Awaitable[None]]) -> None:
     """Set up client, engine and reporter; run body; map errors to one line and an exit code."""
     verbose = bool(opts.get("verbose"))
@@ -149,6 +165,7 @@ def run(opts: dict[str, Any], body: Callable[[RegistryClient, Engine, Platform],
         insecure_registries=frozenset(opts.get("insecure") or ()),
         ca_cert=opts.get("ca_cert"),
         retries=opts["retries"],
+        resolve=_parse_resolve(opts.get("resolve") or ()),
         read_timeout=opts["read_timeout"],
         connect_timeout=opts["connect_timeout"],
     )

@@ -10,6 +10,7 @@ import email.utils
 import functools
 import logging
 import random
+import socket
 import ssl
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -20,6 +21,8 @@ from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import aiohttp
+import aiohttp.abc
+import aiohttp.resolver
 
 from occystrap import auth
 from occystrap.errors import (
@@ -69,6 +72,8 @@ class ClientOptions:
     backoff: float = 0.5
     max_backoff: float = 30.0
     connections_per_host: int = 16
+    # Host name -> address, like curl's --resolve: TLS still checks the name.
+    resolve: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -138,7 +143,11 @@ class RegistryClient:
             sock_connect=self.options.connect_timeout,
             sock_read=self.options.read_timeout,
         )
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=self.options.connections_per_host)
+        connector = aiohttp.TCPConnector(
+            limit=0,
+            limit_per_host=self.options.connections_per_host,
+            resolver=_PinnedResolver(self.options.resolve) if self.options.resolve else None,
+        )
         self._session = aiohttp.ClientSession(
             timeout=timeout,
             connector=connector,
@@ -288,7 +297,8 @@ class RegistryClient:
         except aiohttp.ClientConnectorDNSError as exc:
             raise TransferError(f"cannot resolve {urlsplit(url).hostname}: {exc.os_error}") from None
         except aiohttp.ClientSSLError as exc:
-            raise TransferError(f"TLS failure talking to {urlsplit(url).netloc}: {exc}") from None
+            reason = getattr(exc, "os_error", None) or exc
+            raise TransferError(f"TLS failure talking to {urlsplit(url).netloc}: {reason}") from None
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise _Retryable(_describe(exc)) from None
         log.debug("%s %s -> %s", method, url, resp.status)
@@ -555,6 +565,33 @@ class RegistryClient:
                         f"{_safe_url(self._host(ref).base_url + path)}: {exc.reason} after {tries} tries"
                     ) from None
                 await self._backoff(tries, exc, self._host(ref).base_url + path, desc.digest)
+
+
+class _PinnedResolver(aiohttp.abc.AbstractResolver):
+    def __init__(self, pins: dict[str, str]) -> None:
+        self._pins = pins
+        self._default = aiohttp.resolver.DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[aiohttp.abc.ResolveResult]:
+        address = self._pins.get(host)
+        if address is None:
+            return await self._default.resolve(host, port, family)
+        af = socket.AF_INET6 if ":" in address else socket.AF_INET
+        return [
+            {
+                "hostname": host,
+                "host": address,
+                "port": port,
+                "family": af,
+                "proto": 0,
+                "flags": socket.AI_NUMERICHOST,
+            }
+        ]
+
+    async def close(self) -> None:
+        await self._default.close()
 
 
 def _config_descriptor(manifest: bytes, what: str) -> Descriptor:
