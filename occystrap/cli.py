@@ -129,7 +129,9 @@ def make_reporter(progress: str, quiet: bool) -> CliReporter:
         dumb = os.environ.get("TERM") == "dumb"
         progress = "rich" if sys.stderr.isatty() and not dumb else "plain"
     if progress == "rich":
-        reporter = ui.RichReporter()
+        from occystrap.ui.live import RichReporter
+
+        reporter = RichReporter()
         reporter.__enter__()
         return reporter
     if progress == "plain":

@@ -34,6 +34,7 @@ from occystrap.errors import (
     PlatformNotFoundError,
     RateLimitedError,
     TransferError,
+    UsageError,
 )
 from occystrap.events import BlobRetry, NullReporter, Reporter
 from occystrap.model import (
@@ -132,7 +133,8 @@ class RegistryClient:
                 try:
                     context.load_verify_locations(cafile=str(self.options.ca_cert))
                 except (OSError, ssl.SSLError) as exc:
-                    raise AuthError(f"cannot load CA certificate {self.options.ca_cert}: {exc}") from None
+                    # The file the user named is unusable: a usage error (exit 2), not refused credentials.
+                    raise UsageError(f"cannot load CA certificate {self.options.ca_cert}: {exc}") from None
             self._ssl_context = context
         return self._ssl_context
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import IO, Protocol, cast
 
 import zstandard
-from isal import igzip, isal_zlib
+from isal import igzip, igzip_lib
 
 from occystrap.errors import IntegrityError
 
@@ -40,26 +40,25 @@ class _Gzip:
     """Gzip, including multi-member streams (pigz and some registries write those)."""
 
     def __init__(self) -> None:
-        self._d = isal_zlib.decompressobj(31)
+        self._d = igzip_lib.IgzipDecompressor(flag=igzip_lib.DECOMP_GZIP)
         self._member_started = False
 
     def feed(self, data: bytes, out: Write) -> None:
-        while data:
+        while True:
+            if data:
+                self._member_started = True
             chunk = self._d.decompress(data, OUT_STEP)
-            self._member_started = True
+            data = b""
             if chunk:
                 out(chunk)
             if self._d.eof:
                 data = self._d.unused_data
-                self._d = isal_zlib.decompressobj(31)
+                self._d = igzip_lib.IgzipDecompressor(flag=igzip_lib.DECOMP_GZIP)
                 self._member_started = False
-                continue
-            data = self._d.unconsumed_tail
-        while not self._d.eof and self._member_started:
-            chunk = self._d.decompress(b"", OUT_STEP)
-            if not chunk:
-                break
-            out(chunk)
+                if not data:
+                    return
+            elif self._d.needs_input:
+                return
 
     def finish(self) -> None:
         if self._member_started and not self._d.eof:
