@@ -12,6 +12,7 @@ from pathlib import Path
 
 from occystrap.errors import AuthError
 
+_SCHEME = re.compile(r"\s*,?\s*([A-Za-z][A-Za-z0-9_-]*)(?:\s+|(?=,)|$)")
 _PARAM = re.compile(r'\s*([A-Za-z0-9_.-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]*))\s*(?:,|$)')
 
 
@@ -35,7 +36,8 @@ def parse_challenges(header: str) -> list[Challenge]:
     pos = 0
     text = header.strip()
     while pos < len(text):
-        m = re.compile(r"\s*,?\s*([A-Za-z][A-Za-z0-9_-]*)(?:\s+|$)").match(text, pos)
+        # A challenge may have no parameters ("Negotiate, Bearer realm=..."): a comma may end the scheme.
+        m = _SCHEME.match(text, pos)
         if not m:
             break
         scheme = m.group(1).lower()

@@ -9,10 +9,11 @@ from typing import Any
 
 import click
 
-from occystrap import mirror, spec
+from occystrap import check, mirror, spec
 from occystrap.cli import main, parse_ref, registry_options, run, wrap_errors
 from occystrap.engine import Engine
 from occystrap.errors import ManifestError, PlatformNotFoundError, UsageError
+from occystrap.events import Info, RunStarted, Warning_
 from occystrap.model import (
     INDEX_TYPES,
     Descriptor,
@@ -24,11 +25,6 @@ from occystrap.model import (
     parse_manifest,
 )
 from occystrap.registry import RegistryClient
-
-
-def _say(opts: dict[str, Any], message: str) -> None:
-    if not opts.get("quiet"):
-        click.echo(message, err=True)
 
 
 @main.command("mirror")
@@ -49,6 +45,7 @@ def _say(opts: dict[str, Any], message: str) -> None:
     help="Fetch exactly the digests the lock file names (DEST/occystrap.lock, or DEST.lock for a .tar).",
 )
 @click.option("--keep-going", is_flag=True, help="Mirror the other images when one fails; exit non-zero.")
+@click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the plan as one JSON document.")
 @registry_options
 @wrap_errors
 def mirror_cmd(
@@ -57,6 +54,7 @@ def mirror_cmd(
     dry_run: bool,
     locked: bool,
     keep_going: bool,
+    as_json: bool,
     **opts: Any,
 ) -> None:
     """Mirror many images, tags and platforms into DEST in one run.
@@ -65,7 +63,8 @@ def mirror_cmd(
     included); anything else is a merged directory: blobs stored once,
     catalog.json, and a multi-image OCI layout. Blobs shared between images are
     fetched once; blobs DEST already holds are not fetched again. A lock file
-    ({image: {tag: {platform: digest}}}) is written beside the result.
+    ({image: {tag: {platform: digest}}}) is written beside the result. Each
+    image's tags are reported as new, updated or unchanged in DEST.
 
     \b
     SPEC.yaml:
@@ -84,6 +83,7 @@ def mirror_cmd(
       occystrap mirror images.yaml bundle.tar
       occystrap mirror --image busybox:1.36 --image alpine:3.20 mirror/
       occystrap mirror --dry-run images.yaml mirror/
+      occystrap mirror --dry-run --json images.yaml mirror/ | jq .fetch
       occystrap mirror --locked mirror/          # replay mirror/occystrap.lock
     """
     if len(paths) > 2:
@@ -105,6 +105,8 @@ def mirror_cmd(
             parts.extend(spec.load(spec_path).images)
         parts.extend(spec.from_refs(image_refs).images)
         wanted = spec.MirrorSpec(tuple(parts))
+    if as_json and not dry_run:
+        raise UsageError("--json prints the plan of a --dry-run; add --dry-run")
     if dry_run:
         opts["quiet"] = True  # the plan goes to stdout; there is no transfer to show
     if mirror.is_tarball(dest) and dest.is_dir():
@@ -113,24 +115,33 @@ def mirror_cmd(
         raise UsageError(f"{dest} exists and is not a directory")
 
     async def body(client: RegistryClient, engine: Engine, platform: Platform) -> None:
+        # Everything for the user goes through the reporter while the live display runs.
+        reporter = engine.reporter
+        names = [s.name for s in wanted.images] if wanted is not None else sorted(lock)
+        reporter.emit(RunStarted(tuple(names), str(dest)))
         if wanted is not None:
-            result = await mirror.plan(client, wanted, platform, keep_going)
+            result = await mirror.plan(client, wanted, platform, keep_going, reporter)
         else:
-            result = await mirror.plan_from_lock(client, lock, platform, keep_going)
+            result = await mirror.plan_from_lock(client, lock, platform, keep_going, reporter)
         if dry_run:
-            for line in mirror.dry_run_report(result, dest):
-                click.echo(line)
+            if as_json:
+                click.echo(json.dumps(mirror.dry_run_json(result, dest), indent=2))
+            else:
+                for line in mirror.dry_run_report(result, dest):
+                    click.echo(line)
         else:
+            found = mirror.changes(result, dest)
             await mirror.fetch(engine, result, dest, keep_going)
             if not locked:
                 mirror.write_lock(lock_file, result.lock(), result.failures)
+            for line in mirror.change_lines(result, found):
+                reporter.emit(Info(line))
             tags = {(p.source, p.key) for p in result.items}
-            _say(opts, f"mirrored {len(tags)} tag(s), {len(result.items)} image(s) into {dest}")
+            reporter.emit(Info(f"mirrored {len(tags)} tag(s), {len(result.items)} image(s) into {dest}"))
         if result.failures:
             for name, why in sorted(result.failures.items()):
-                click.echo(f"occystrap: failed: {name}: {why}", err=True)
-            names = ", ".join(sorted(result.failures))
-            raise mirror.MirrorFailedError(f"{len(result.failures)} image(s) failed: {names}")
+                reporter.emit(Warning_(f"failed: {name}: {why}"))
+            raise mirror.MirrorFailedError(mirror.failure_message(result.failures))
 
     run(opts, body)
 
@@ -274,3 +285,53 @@ def _inspect_lines(out: dict[str, Any]) -> list[str]:
     lines.append(f"  layers ({len(out['layers'])}, {out['size']} bytes):")
     lines.extend(f"    {l['digest']}  {l['size']:>12}  {l['media_type']}" for l in out["layers"])
     return lines
+
+
+@main.command("verify")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option(
+    "-j",
+    "--parallel",
+    type=click.IntRange(1, 64),
+    default=check.DEFAULT_WORKERS,
+    show_default=True,
+    help="Blobs checked at once.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only problems, not the OK line.")
+@click.option("-v", "--verbose", is_flag=True, help="Also name each blob as it is checked (on stderr).")
+@wrap_errors
+def verify_cmd(path: Path, parallel: int, as_json: bool, quiet: bool, verbose: bool) -> None:
+    """Check PATH offline: a tarball, an extracted directory or a merged directory.
+
+    Every blob is re-hashed (digest and size), every layer decompressed and
+    compared with its diff_id, and every manifest that index.json,
+    manifest.json and catalog.json name must be present and agree with the
+    others (config, layer list, RepoTags). Sound: one OK line and exit 0.
+    Otherwise one line per problem on stdout and exit 6.
+
+    \b
+    Examples:
+      occystrap verify busybox.tar
+      occystrap verify mirror/
+      occystrap verify --json bundle.tar | jq '.problems[].message'
+    """
+
+    def note(message: str) -> None:
+        if verbose:
+            click.echo(message, err=True)
+
+    try:
+        result = check.verify(path, parallel, note)
+    except KeyboardInterrupt:
+        click.echo("occystrap: error: interrupted", err=True)
+        sys.exit(130)
+    if as_json:
+        click.echo(check.report_json(result))
+    else:
+        for problem in result.problems:
+            click.echo(str(problem))
+        if result.ok and not quiet:
+            click.echo(result.summary())
+    if not result.ok:
+        raise check.VerifyFailedError(f"{path}: {len(result.problems)} problem(s) found")

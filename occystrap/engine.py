@@ -14,7 +14,9 @@ from typing import Any
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.streams.memory import MemoryObjectSendStream
 
+from occystrap.errors import IntegrityError, OccystrapError
 from occystrap.events import (
     BlobDone,
     BlobProgress,
@@ -99,9 +101,10 @@ class Engine:
             destination = str(getattr(sink, "path", getattr(sink, "root", "")))
             self.reporter.emit(CommitStarted(tuple(str(i.reference) for i in images), destination))
             await anyio.to_thread.run_sync(sink.commit, images)
-        except BaseException:
+        except BaseException as exc:
+            failure = _leaf(exc) if isinstance(exc, BaseExceptionGroup) else exc
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(sink.abort)
+                await anyio.to_thread.run_sync(sink.abort, not isinstance(failure, IntegrityError))
             raise
         for image in images:
             self.reporter.emit(ImageCommitted(str(image.reference), destination))
@@ -110,60 +113,115 @@ class Engine:
         desc = job.layer.descriptor
         async with self.limiter:
             target: BlobTarget = sink.open_layer(job.layer)
-            check = BlobCheck(
-                desc.digest,
-                desc.size,
-                job.layer.diff_id,
-                target.write_raw if target.wants_raw else None,
-                target.write_plain if target.wants_plain else None,
-            )
-            self.reporter.emit(BlobStarted(desc.digest, desc.size))
             try:
-                await self._pipeline(job, check)
-                self.reporter.emit(BlobVerifying(desc.digest, desc.size))
-                await anyio.to_thread.run_sync(check.finish)
-                await anyio.to_thread.run_sync(target.commit, check.plain_size)
-            except BaseException:
+                offset = target.prefix_size()
+                if offset > desc.size:
+                    await anyio.to_thread.run_sync(target.restart)
+                    offset = 0
+                try:
+                    plain_size = await self._transfer(job, target, offset)
+                except IntegrityError:
+                    if offset == 0:
+                        raise
+                    # What an earlier run left did not check out: fetch this blob afresh.
+                    await anyio.to_thread.run_sync(target.restart)
+                    plain_size = await self._transfer(job, target, 0)
+                await anyio.to_thread.run_sync(target.commit, plain_size)
+            except BaseException as exc:
+                # Bad data is thrown away; a prefix cut short by the network or Ctrl-C is kept to resume.
+                keep = not isinstance(exc, IntegrityError)
                 with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(target.abort)
+                    await anyio.to_thread.run_sync(target.abort, keep)
                 raise
         self.reporter.emit(BlobDone(desc.digest, desc.size))
 
-    async def _pipeline(self, job: _Job, check: BlobCheck) -> None:
+    async def _transfer(self, job: _Job, target: BlobTarget, offset: int) -> int:
+        desc = job.layer.descriptor
+        check = BlobCheck(
+            desc.digest,
+            desc.size,
+            job.layer.diff_id,
+            target.write_raw if target.wants_raw else None,
+            target.write_plain if target.wants_plain else None,
+            already_written=offset,
+        )
+        self.reporter.emit(BlobStarted(desc.digest, desc.size, offset))
+        try:
+            await self._pipeline(job, check, target, offset)
+        except BaseExceptionGroup as group:
+            raise _leaf(group) from None
+        self.reporter.emit(BlobVerifying(desc.digest, desc.size))
+        await anyio.to_thread.run_sync(check.finish)
+        return check.plain_size
+
+    async def _pipeline(self, job: _Job, check: BlobCheck, target: BlobTarget, offset: int) -> None:
         """network → (raw hash + write) and (inflate → plain hash + write), each stage its own thread."""
         raw_send, raw_recv = anyio.create_memory_object_stream[bytes](1)
         async with anyio.create_task_group() as tg:
             tg.start_soon(_stage, raw_recv, check.feed_raw, None)
+            sends: tuple[MemoryObjectSendStream[bytes], ...] = (raw_send,)
             if check.wants_plain:
                 z_send, z_recv = anyio.create_memory_object_stream[bytes](1)
                 p_send, p_recv = anyio.create_memory_object_stream[list[bytes]](1)
                 tg.start_soon(_stage, z_recv, check.inflate, p_send)
                 tg.start_soon(_stage, p_recv, check.feed_plain, None)
-                async with raw_send, z_send:
-                    await self._produce(job, (raw_send, z_send))
-            else:
-                async with raw_send:
-                    await self._produce(job, (raw_send,))
+                sends = (raw_send, z_send)
+            # A failed transfer must not cancel the stages: they first write what did arrive,
+            # so that a later run resumes after it.
+            failure: Exception | None = None
+            try:
+                await self._produce(job, sends, target, offset)
+            except Exception as exc:
+                failure = exc
+            finally:
+                for send in sends:
+                    send.close()
+        if failure is not None:
+            raise failure
 
-    async def _produce(self, job: _Job, sends: tuple[ObjectSendStream[bytes], ...]) -> None:
+    async def _produce(
+        self, job: _Job, sends: tuple[MemoryObjectSendStream[bytes], ...], target: BlobTarget, offset: int
+    ) -> None:
         desc = job.layer.descriptor
-        buf = bytearray()
-        done = 0
-        async with aclosing(self.client.blob_chunks(job.ref, desc)) as chunks:
-            async for chunk in chunks:
-                buf += chunk
-                if len(buf) >= BATCH:
-                    done += len(buf)
-                    batch, buf = bytes(buf), bytearray()
-                    for send in sends:
-                        await send.send(batch)
-                    self.reporter.emit(BlobProgress(desc.digest, done, desc.size))
-        if buf:
-            done += len(buf)
-            batch = bytes(buf)
+
+        async def send_all(batch: bytes) -> None:
             for send in sends:
                 await send.send(batch)
+
+        if offset:
+            # The prefix on disk goes through the same hashers and decoder, so nothing is trusted.
+            prefix = target.read_prefix()
+            while (chunk := await anyio.to_thread.run_sync(next, prefix, None)) is not None:
+                await send_all(chunk)
+        buf = bytearray()
+        done = offset
+        try:
+            async with aclosing(self.client.blob_chunks(job.ref, desc, offset)) as chunks:
+                async for chunk in chunks:
+                    buf += chunk
+                    if len(buf) >= BATCH:
+                        done += len(buf)
+                        batch, buf = bytes(buf), bytearray()
+                        await send_all(batch)
+                        self.reporter.emit(BlobProgress(desc.digest, done, desc.size))
+        except OccystrapError:
+            if buf:
+                await send_all(bytes(buf))
+            raise
+        if buf:
+            done += len(buf)
+            await send_all(bytes(buf))
             self.reporter.emit(BlobProgress(desc.digest, done, desc.size))
+
+
+def _leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error that broke a blob's pipeline, rather than the group around it."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _leaf(exc)
+        if not isinstance(exc, anyio.get_cancelled_exc_class()):
+            return exc
+    return group
 
 
 async def _stage(

@@ -139,11 +139,20 @@ class TreeWriter:
         if name == OPAQUE:
             self._opaque(parent)
             return
-        target = f"{parent}/{name[len(WHITEOUT) :]}" if parent else name[len(WHITEOUT) :]
-        target = clean_name(target)
-        path = self._host_path(target, create=False) if target else None
-        if path is not None and target not in self._added:
-            self._remove(path)
+        victim = name[len(WHITEOUT) :]
+        if not victim:
+            return  # a bare ".wh." names nothing (it must not take its own directory with it)
+        target = clean_name(f"{parent}/{victim}" if parent else victim)
+        path = self._host_path(target, create=False)
+        if path is None:
+            return
+        if target in self._added or any(target in _ancestors(p) for p in self._added):
+            # This layer put `target`, or something under it, ahead of the whiteout in tar order.
+            # A whiteout hides only what lower layers hold, so only their part of it goes.
+            if _is_real_dir(path):
+                self._opaque(target)
+            return
+        self._remove(path)
 
     def _opaque(self, rel_dir: str) -> None:
         probe = self._host_path(rel_dir + "/x", create=False) if rel_dir else self.root / "x"
@@ -250,8 +259,14 @@ def _ancestors(rel: str) -> list[str]:
 def _lstat(path: Path) -> os.stat_result | None:
     try:
         return os.lstat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
+        # NotADirectoryError: a later member replaced a parent directory with a file.
         return None
+
+
+def _is_real_dir(path: Path) -> bool:
+    st = _lstat(path)
+    return st is not None and stat.S_ISDIR(st.st_mode)
 
 
 def _make_writable_tree(path: Path) -> None:

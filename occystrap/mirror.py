@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tarfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +25,12 @@ import anyio
 from occystrap import layout
 from occystrap.engine import Engine
 from occystrap.errors import ManifestError, OccystrapError, PlatformNotFoundError, UsageError
+from occystrap.events import ImageResolved, NullReporter, Reporter
 from occystrap.model import (
     INDEX_TYPES,
     Descriptor,
     Image,
+    Layer,
     Platform,
     build_image,
     choose_platform,
@@ -37,7 +40,7 @@ from occystrap.model import (
 )
 from occystrap.reference import Reference
 from occystrap.registry import RegistryClient
-from occystrap.sinks.base import Sink, write_atomic
+from occystrap.sinks.base import BlobTarget, Sink, write_atomic
 from occystrap.sinks.directory import DirectorySink
 from occystrap.sinks.tarball import TarballSink
 from occystrap.spec import ImageSpec, MirrorSpec, select_tags
@@ -94,6 +97,36 @@ def lock_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".lock") if is_tarball(dest) else dest / LOCK_NAME
 
 
+class VerifiedOnce:
+    """A sink whose has_layer answer is kept per digest.
+
+    The engine asks once per image that uses a layer; a base layer shared by 20 tags would
+    otherwise be re-hashed 20 times on every incremental run.
+    """
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self._held: dict[str, bool] = {}
+        for name in ("path", "root"):  # what the engine names the destination by
+            if hasattr(sink, name):
+                setattr(self, name, getattr(sink, name))
+
+    def has_layer(self, layer: Layer) -> bool:
+        digest = layer.descriptor.digest
+        if digest not in self._held:
+            self._held[digest] = self.sink.has_layer(layer)
+        return self._held[digest]
+
+    def open_layer(self, layer: Layer) -> BlobTarget:
+        return self.sink.open_layer(layer)
+
+    def commit(self, images: list[Image]) -> None:
+        self.sink.commit(images)
+
+    def abort(self, keep: bool) -> None:
+        self.sink.abort(keep)
+
+
 def make_sink(dest: Path) -> Sink:
     if is_tarball(dest):
         if dest.is_dir():
@@ -101,7 +134,7 @@ def make_sink(dest: Path) -> Sink:
         return TarballSink(dest)
     if dest.exists() and not dest.is_dir():
         raise UsageError(f"{dest} exists and is not a directory")
-    return DirectorySink(dest, unique_names=True)
+    return VerifiedOnce(DirectorySink(dest, unique_names=True))
 
 
 # --- planning ----------------------------------------------------------------
@@ -267,34 +300,66 @@ def _lock_ref(name: str) -> Reference:
     return Reference(ref.registry, ref.repository)
 
 
-async def _collect(jobs: list[tuple[str, Callable[[], Awaitable[list[Planned]]]]], keep_going: bool) -> Plan:
+def _unique(items: list[Planned]) -> list[Planned]:
+    """One item per stored reference (two tags of one index share their other platforms)."""
+    seen: set[str] = set()
+    out = []
+    for p in items:
+        ident = str(p.image.reference)
+        if ident not in seen:
+            seen.add(ident)
+            out.append(p)
+    return out
+
+
+def resolved_event(p: Planned) -> ImageResolved:
+    layers = p.image.layers
+    return ImageResolved(
+        str(p.image.reference),
+        p.manifest_digest,
+        str(p.platform),
+        len(layers),
+        sum(l.descriptor.size for l in layers),
+    )
+
+
+async def _collect(
+    jobs: list[tuple[str, Callable[[], Awaitable[list[Planned]]]]], keep_going: bool, reporter: Reporter
+) -> Plan:
+    """Run the planning jobs; each image's items are announced (ImageResolved) as soon as known."""
     result = Plan()
     found: dict[str, list[Planned]] = {}
 
     async def one(name: str, call: Callable[[], Awaitable[list[Planned]]]) -> None:
         try:
-            found[name] = await call()
+            items = _unique(await call())
         except BaseException as exc:
             err = _occystrap_error(exc)
             if err is None or not keep_going:
                 raise
             result.failures[name] = str(err)
+            return
+        found[name] = items
+        for p in items:
+            reporter.emit(resolved_event(p))
 
     async with anyio.create_task_group() as tg:
         for name, call in jobs:
             tg.start_soon(one, name, call)
-    seen: set[str] = set()
     for name, _ in jobs:
-        for p in found.get(name, []):
-            ident = str(p.image.reference)
-            if ident not in seen:
-                seen.add(ident)
-                result.items.append(p)
+        result.items.extend(found.get(name, []))
+    # A canonical order (not the spec's, not the registry's, not completion order): the same
+    # content always gives the same bundle bytes and index.json, from a spec or from its lock.
+    result.items.sort(key=lambda p: (p.source, p.key, str(p.platform)))
     return result
 
 
 async def plan(
-    client: RegistryClient, spec: MirrorSpec, default_platform: Platform, keep_going: bool = False
+    client: RegistryClient,
+    spec: MirrorSpec,
+    default_platform: Platform,
+    keep_going: bool = False,
+    reporter: Reporter | None = None,
 ) -> Plan:
     """Resolve every image, tag and platform the spec names, concurrently."""
     planner = Planner(client, default_platform)
@@ -305,18 +370,22 @@ async def plan(
     names = [n for n, _ in jobs]
     if len(set(names)) != len(names):
         raise UsageError("the spec names an image more than once; merge its entries")
-    return await _collect(jobs, keep_going)
+    return await _collect(jobs, keep_going, reporter or NullReporter())
 
 
 async def plan_from_lock(
-    client: RegistryClient, lock: Lock, default_platform: Platform, keep_going: bool = False
+    client: RegistryClient,
+    lock: Lock,
+    default_platform: Platform,
+    keep_going: bool = False,
+    reporter: Reporter | None = None,
 ) -> Plan:
     planner = Planner(client, default_platform)
     jobs: list[tuple[str, Callable[[], Awaitable[list[Planned]]]]] = [
         (name, lambda n=name, t=tags: planner.plan_locked(n, t))  # type: ignore[misc]
         for name, tags in sorted(lock.items())
     ]
-    return await _collect(jobs, keep_going)
+    return await _collect(jobs, keep_going, reporter or NullReporter())
 
 
 # --- the lock ----------------------------------------------------------------
@@ -398,7 +467,7 @@ async def fetch(engine: Engine, result: Plan, dest: Path, keep_going: bool = Fal
     kept: list[Planned] = []
     for name, items in by_source.items():
         try:
-            await engine.fetch_images([p.image for p in items], DirectorySink(dest, unique_names=True))
+            await engine.fetch_images([p.image for p in items], make_sink(dest))
             kept.extend(items)
         except BaseException as exc:
             err = _occystrap_error(exc)
@@ -406,6 +475,125 @@ async def fetch(engine: Engine, result: Plan, dest: Path, keep_going: bool = Fal
                 raise
             result.failures[name] = str(err)
     result.items[:] = kept
+
+
+# --- what changes in DEST ----------------------------------------------------
+
+NEW = "new"
+UPDATED = "updated"
+UNCHANGED = "unchanged"
+SHOWN_TAGS = 5  # tag names listed per status in a change line; the rest are counted
+
+
+@dataclass(frozen=True)
+class TagChange:
+    """What mirroring one tag (or pinned digest) of one image does to DEST."""
+
+    source: str
+    key: str
+    status: str  # NEW, UPDATED or UNCHANGED
+    platforms: dict[str, str]  # platform -> manifest digest to be stored
+    previous: dict[str, str]  # platform -> manifest digest DEST held (those it held)
+
+
+@dataclass(frozen=True)
+class Changes:
+    tags: list[TagChange]
+    dropped: dict[str, list[str]]  # image -> references a rewritten bundle no longer holds
+
+    def of(self, source: str) -> list[TagChange]:
+        return [t for t in self.tags if t.source == source]
+
+    def counts(self, source: str) -> dict[str, int]:
+        out = {NEW: 0, UPDATED: 0, UNCHANGED: 0}
+        for t in self.of(source):
+            out[t.status] += 1
+        return out
+
+    def line(self, source: str) -> str:
+        """`host/app: 2 new (v3, v4), 1 updated (latest), 20 unchanged`."""
+        parts = []
+        for status in (NEW, UPDATED, UNCHANGED):
+            keys = [t.key for t in self.of(source) if t.status == status]
+            if not keys:
+                continue
+            part = f"{len(keys)} {status}"
+            if status != UNCHANGED:
+                shown = ", ".join(_short_key(k) for k in keys[:SHOWN_TAGS])
+                more = f", +{len(keys) - SHOWN_TAGS} more" if len(keys) > SHOWN_TAGS else ""
+                part += f" ({shown}{more})"
+            parts.append(part)
+        dropped = self.dropped.get(source, [])
+        if dropped:
+            parts.append(f"{len(dropped)} dropped from the bundle")
+        return f"{source}: {', '.join(parts) or 'nothing'}"
+
+
+def _short_key(key: str) -> str:
+    return key[:19] if key.startswith("sha256:") else key
+
+
+def held_manifests(dest: Path) -> dict[str, str]:
+    """What DEST holds now, from its index.json: reference name -> manifest digest. Empty when DEST
+    is absent or unreadable (then everything counts as new)."""
+    data: bytes | None = None
+    try:
+        if is_tarball(dest):
+            if dest.is_file():
+                with tarfile.open(dest, "r:") as tf:
+                    member = tf.extractfile("index.json")
+                    data = member.read() if member is not None else None
+        elif (dest / "index.json").is_file():
+            data = (dest / "index.json").read_bytes()
+    except (OSError, KeyError, tarfile.TarError):
+        return {}
+    if data is None:
+        return {}
+    try:
+        entries = parse_index(data, f"{dest}: index.json")
+    except OccystrapError:
+        return {}
+    out: dict[str, str] = {}
+    for e in entries:
+        name = dict(e.annotations).get(layout.REF_NAME)
+        if name:
+            out[name] = e.digest
+    return out
+
+
+def changes(result: Plan, dest: Path) -> Changes:
+    """Per tag: new (DEST does not hold it), updated (it holds other content) or unchanged."""
+    held = held_manifests(dest)
+    groups: dict[tuple[str, str], list[Planned]] = {}
+    for p in result.items:
+        groups.setdefault((p.source, p.key), []).append(p)
+    tags = []
+    for (source, key), items in groups.items():
+        planned = {str(p.platform): p.manifest_digest for p in items}
+        previous = {
+            str(p.platform): held[str(p.image.reference)] for p in items if str(p.image.reference) in held
+        }
+        if not previous:
+            status = NEW
+        elif previous == planned:
+            status = UNCHANGED
+        else:
+            status = UPDATED
+        tags.append(TagChange(source, key, status, planned, previous))
+    dropped: dict[str, list[str]] = {}
+    if is_tarball(dest):
+        planned_refs = {str(p.image.reference) for p in result.items}
+        for name in sorted(set(held) - planned_refs):
+            try:
+                full = _lock_ref(name.partition("@")[0]).full_name
+            except OccystrapError:
+                full = name
+            dropped.setdefault(full, []).append(name)
+    return Changes(tags, dropped)
+
+
+def change_lines(result: Plan, found: Changes) -> list[str]:
+    return [found.line(source) for source in dict.fromkeys(p.source for p in result.items)]
 
 
 # --- dry run -----------------------------------------------------------------
@@ -467,12 +655,16 @@ def human(n: int) -> str:
 
 def dry_run_report(result: Plan, dest: Path) -> list[str]:
     est = estimate(result, dest)
+    found = changes(result, dest)
     counts: dict[str, int] = {}
     for p in result.items:
         counts[p.source] = counts.get(p.source, 0) + 1
     lines = []
     for name, (blobs, size) in sorted(est.per_image.items()):
-        lines.append(f"{name}: {counts[name]} image(s), {blobs} layer blobs, {human(size)} ({size} bytes)")
+        what = found.line(name).partition(": ")[2]
+        lines.append(
+            f"{name}: {counts[name]} image(s), {blobs} layer blobs, {human(size)} ({size} bytes); {what}"
+        )
     lines.append(
         f"total: would fetch {est.blobs} blobs, {human(est.bytes)} ({est.bytes} bytes); "
         f"sharing saves {human(est.shared_bytes)} ({est.shared_bytes} bytes); "
@@ -480,6 +672,40 @@ def dry_run_report(result: Plan, dest: Path) -> list[str]:
         f"({est.present_bytes} bytes)"
     )
     return lines
+
+
+def dry_run_json(result: Plan, dest: Path) -> dict[str, Any]:
+    """The plan as data: per image its tags (status and platform digests), what would be fetched."""
+    est = estimate(result, dest)
+    found = changes(result, dest)
+    images: dict[str, Any] = {}
+    for name in sorted(est.per_image):
+        blobs, size = est.per_image[name]
+        images[name] = {
+            "tags": {
+                t.key: {"status": t.status, "platforms": t.platforms, "previous": t.previous}
+                for t in sorted(found.of(name), key=lambda t: t.key)
+            },
+            "counts": found.counts(name),
+            "dropped": found.dropped.get(name, []),
+            "layer_blobs": blobs,
+            "layer_bytes": size,
+        }
+    return {
+        "destination": str(dest),
+        "images": images,
+        "fetch": {"blobs": est.blobs, "bytes": est.bytes},
+        "shared_bytes": est.shared_bytes,
+        "present": {"blobs": est.present_blobs, "bytes": est.present_bytes},
+        "failed": dict(sorted(result.failures.items())),
+    }
+
+
+def failure_message(failures: dict[str, str]) -> str:
+    """The one error line of a --keep-going run: every failed image and why (shortened)."""
+    reasons = "; ".join(f"{name}: {why if len(why) <= 200 else why[:197] + '...'}"
+                        for name, why in sorted(failures.items()))  # fmt: skip
+    return f"{len(failures)} image(s) failed: {reasons}"
 
 
 def summary(result: Plan) -> dict[str, Any]:

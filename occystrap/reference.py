@@ -46,7 +46,17 @@ class Reference:
     def familiar_name(self) -> str:
         """The short name `docker images` shows: busybox, not docker.io/library/busybox."""
         if self.registry == DOCKER_HUB:
-            return self.repository.removeprefix("library/")
+            short = self.repository
+            rest = short.removeprefix("library/")
+            # As Docker does: only official images (one component after library/) lose the
+            # prefix; library/a/b shortened to a/b would read back as docker.io/a/b.
+            if "/" not in rest:
+                short = rest
+            first, slash, _ = short.partition("/")
+            if slash and _looks_like_host(first):
+                # docker.io/a.b/c shortened to a.b/c would read back as registry a.b: keep it whole.
+                return self.full_name
+            return short
         return f"{self.registry}/{self.repository}"
 
     @property

@@ -64,7 +64,8 @@ MAX_REDIRECTS = 5
 @dataclass
 class ClientOptions:
     username: str | None = None
-    password: str | None = None
+    # Kept out of repr(): options reach debug logs and tracebacks that way.
+    password: str | None = field(default=None, repr=False)
     insecure_registries: frozenset[str] = frozenset()
     ca_cert: Path | None = None
     connect_timeout: float = 30.0
@@ -85,7 +86,8 @@ class _Host:
     ssl: ssl.SSLContext | bool
     credentials: auth.Credentials | None
     challenge: auth.Challenge | None = None
-    tokens: dict[str, tuple[str, float]] = field(default_factory=dict)
+    # Bearer tokens are credentials: never in repr() (logs, tracebacks).
+    tokens: dict[str, tuple[str, float]] = field(default_factory=dict, repr=False)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     pinged: bool = False
 

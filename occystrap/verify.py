@@ -104,9 +104,9 @@ class BlobCheck:
         diff_id: str | None,
         raw_out: Write | None,
         plain_out: Write | None,
-        offset: int = 0,
-        resumed_hash: hashlib._Hash | None = None,
+        already_written: int = 0,
     ) -> None:
+        """already_written: raw bytes the target holds from an earlier run; they are hashed, not written."""
         algo, _, self._hex = digest.partition(":")
         if algo != "sha256":
             raise IntegrityError(f"unsupported digest algorithm in {digest}")
@@ -115,8 +115,9 @@ class BlobCheck:
         self.diff_id = diff_id
         self._raw_out = raw_out
         self._plain_out = plain_out
-        self._blob_hash = resumed_hash or hashlib.sha256()
-        self._seen = offset
+        self._blob_hash = hashlib.sha256()
+        self._seen = 0
+        self._already_written = already_written
         self._want_plain = diff_id is not None or plain_out is not None
         self._diff_hash = hashlib.sha256()
         self._decoder: Decoder | None = None
@@ -135,7 +136,11 @@ class BlobCheck:
             raise IntegrityError(f"blob {self.digest} is larger than its declared {self.size} bytes")
         self._blob_hash.update(data)
         if self._raw_out is not None:
-            self._raw_out(data)
+            fresh = self._seen - self._already_written
+            if fresh >= len(data):
+                self._raw_out(data)
+            elif fresh > 0:
+                self._raw_out(data[-fresh:])
 
     def inflate(self, data: bytes) -> list[bytes]:
         out: list[bytes] = []

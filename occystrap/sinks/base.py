@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -11,15 +12,24 @@ from occystrap.model import Image, Layer
 
 
 class BlobTarget(Protocol):
-    """Receives one blob in a worker thread. `raw` gets the bytes as served, `plain` uncompressed."""
+    """Receives one blob in a worker thread. `raw` gets the bytes as served, `plain` uncompressed.
+
+    A target may hold a prefix of the raw blob from an interrupted run: the engine
+    re-hashes it (never trusting it) and fetches only the rest.
+    """
 
     wants_raw: bool
     wants_plain: bool
 
+    def prefix_size(self) -> int: ...
+    def read_prefix(self) -> Iterator[bytes]: ...
+    def restart(self) -> None: ...
     def write_raw(self, data: bytes) -> None: ...
     def write_plain(self, data: bytes) -> None: ...
     def commit(self, plain_size: int) -> None: ...
-    def abort(self) -> None: ...
+    def abort(self, keep: bool) -> None:
+        """keep: leave the raw prefix for the next run (the failure was not in the data)."""
+        ...
 
 
 class Sink(Protocol):
@@ -33,8 +43,8 @@ class Sink(Protocol):
         """Write what makes the output complete; called in a worker thread, last."""
         ...
 
-    def abort(self) -> None:
-        """Remove whatever cannot be resumed."""
+    def abort(self, keep: bool) -> None:
+        """The run failed. keep: the failure was not in the data, so partial work may be resumed."""
         ...
 
 
@@ -57,9 +67,90 @@ class TempFile:
         self._fh.close()
         os.replace(self.temp, self.final)
 
+    def restart(self) -> None:
+        self._fh.seek(0)
+        self._fh.truncate()
+
     def abort(self) -> None:
         self._fh.close()
         self.temp.unlink(missing_ok=True)
+
+
+class PartialFile:
+    """A blob being downloaded, under a name a later run finds again: `.NAME.partial`.
+
+    Appends to what an interrupted run left; renamed into place only by commit().
+    """
+
+    CHUNK = 1024 * 1024
+
+    def __init__(self, final: Path) -> None:
+        self.final = final
+        self.partial = final.with_name(f".{final.name}.partial")
+        self._fh = open(self.partial, "ab")  # noqa: SIM115 - closed in commit/abort
+
+    def size(self) -> int:
+        return self._fh.tell()
+
+    def read(self) -> Iterator[bytes]:
+        with open(self.partial, "rb") as fh:
+            while chunk := fh.read(self.CHUNK):
+                yield chunk
+
+    def restart(self) -> None:
+        self._fh.seek(0)
+        self._fh.truncate()
+
+    def write(self, data: bytes) -> None:
+        self._fh.write(data)
+
+    def commit(self) -> None:
+        self._fh.close()
+        os.replace(self.partial, self.final)
+
+    def abort(self, keep: bool) -> None:
+        self._fh.close()
+        if not keep or os.path.getsize(self.partial) == 0:
+            self.partial.unlink(missing_ok=True)
+
+
+class RawBlobTarget:
+    """The blob as served, resumable; optionally a plain (uncompressed) copy beside it."""
+
+    def __init__(self, final: Path, plain: Path | None = None) -> None:
+        self.wants_raw = True
+        self.wants_plain = plain is not None
+        self._raw = PartialFile(final)
+        # The plain copy is always rebuilt from the start: a resumed raw prefix is re-inflated.
+        self._plain = TempFile(plain) if plain is not None else None
+
+    def prefix_size(self) -> int:
+        return self._raw.size()
+
+    def read_prefix(self) -> Iterator[bytes]:
+        return self._raw.read()
+
+    def restart(self) -> None:
+        self._raw.restart()
+        if self._plain is not None:
+            self._plain.restart()
+
+    def write_raw(self, data: bytes) -> None:
+        self._raw.write(data)
+
+    def write_plain(self, data: bytes) -> None:
+        assert self._plain is not None
+        self._plain.write(data)
+
+    def commit(self, plain_size: int) -> None:
+        if self._plain is not None:
+            self._plain.commit()
+        self._raw.commit()
+
+    def abort(self, keep: bool) -> None:
+        if self._plain is not None:
+            self._plain.abort()
+        self._raw.abort(keep)
 
 
 def write_atomic(final: Path, data: bytes) -> None:

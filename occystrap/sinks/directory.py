@@ -21,30 +21,10 @@ from occystrap import catalog, layout
 from occystrap.errors import ManifestError
 from occystrap.expand import ExpandStats, TreeWriter, apply_layer
 from occystrap.model import Image, Layer, load_json
-from occystrap.sinks.base import TempFile, write_atomic
+from occystrap.sinks.base import RawBlobTarget, write_atomic
 from occystrap.verify import file_digest, open_plain
 
 LOCK = ".occystrap.lock"
-
-
-class _BlobFile:
-    wants_raw = True
-    wants_plain = False
-
-    def __init__(self, final: Path) -> None:
-        self._file = TempFile(final)
-
-    def write_raw(self, data: bytes) -> None:
-        self._file.write(data)
-
-    def write_plain(self, data: bytes) -> None:
-        raise AssertionError("plain bytes not requested")
-
-    def commit(self, plain_size: int) -> None:
-        self._file.commit()
-
-    def abort(self) -> None:
-        self._file.abort()
 
 
 class DirectorySink:
@@ -74,10 +54,10 @@ class DirectorySink:
         path.unlink()
         return False
 
-    def open_layer(self, layer: Layer) -> _BlobFile:
-        return _BlobFile(self.blob(layer.descriptor.digest))
+    def open_layer(self, layer: Layer) -> RawBlobTarget:
+        return RawBlobTarget(self.blob(layer.descriptor.digest))
 
-    def abort(self) -> None:
+    def abort(self, keep: bool) -> None:
         return None
 
     def commit(self, images: list[Image]) -> None:

@@ -11,27 +11,10 @@ from typing import BinaryIO
 
 from occystrap import layout
 from occystrap.model import Image, Layer
-from occystrap.sinks.base import TempFile, temp_name
+from occystrap.sinks.base import RawBlobTarget, temp_name
+from occystrap.verify import file_digest
 
 BLOCK = 512
-
-
-class _StagedBlob:
-    def __init__(self, final: Path, plain: bool) -> None:
-        self.wants_raw = not plain
-        self.wants_plain = plain
-        self._file = TempFile(final)
-
-    def write_raw(self, data: bytes) -> None:
-        self._file.write(data)
-
-    write_plain = write_raw
-
-    def commit(self, plain_size: int) -> None:
-        self._file.commit()
-
-    def abort(self) -> None:
-        self._file.abort()
 
 
 class TarballSink:
@@ -48,10 +31,21 @@ class TarballSink:
         return self.staging / digest.replace(":", "-")
 
     def has_layer(self, layer: Layer) -> bool:
+        """A layer staged completely by an interrupted run, re-hashed before it is reused."""
+        staged = self._staged(layer)
+        if not staged.exists():
+            return False
+        want = layer.diff_id if self.uncompressed else layer.descriptor.digest
+        if file_digest(staged)[0] == want:
+            return True
+        staged.unlink()
         return False
 
-    def open_layer(self, layer: Layer) -> _StagedBlob:
-        return _StagedBlob(self._staged(layer), self.uncompressed)
+    def open_layer(self, layer: Layer) -> RawBlobTarget:
+        raw = self.staging / layer.descriptor.digest.replace(":", "-")
+        if self.uncompressed:
+            return RawBlobTarget(raw.with_suffix(".raw"), plain=self._staged(layer))
+        return RawBlobTarget(raw)
 
     def commit(self, images: list[Image]) -> None:
         if self.uncompressed:
@@ -62,8 +56,11 @@ class TarballSink:
         write_tarball(self.path, stored, self._staged)
         shutil.rmtree(self.staging, ignore_errors=True)
 
-    def abort(self) -> None:
-        shutil.rmtree(self.staging, ignore_errors=True)
+    def abort(self, keep: bool) -> None:
+        # After a network failure or Ctrl-C, staged blobs and partial downloads stay: running
+        # the same command again resumes them. Bad data leaves nothing behind.
+        if not keep or (self.staging.exists() and not any(self.staging.iterdir())):
+            shutil.rmtree(self.staging, ignore_errors=True)
 
 
 def write_tarball(path: Path, stored: list[layout.StoredImage], source: Callable[[Layer], Path]) -> None:

@@ -170,6 +170,7 @@ class TarballSource:
                     done.add(digest)
                     continue
                 target = sink.open_layer(layer)
+                target.restart()
                 check = BlobCheck(
                     digest,
                     layer.descriptor.size,
@@ -184,7 +185,7 @@ class TarballSource:
                     check.finish()
                     target.commit(check.plain_size)
                 except BaseException:
-                    target.abort()
+                    target.abort(keep=False)
                     raise
                 done.add(digest)
                 progress(digest, layer.descriptor.size)
