@@ -27,6 +27,7 @@ from occystrap.events import (
     CommitStarted,
     ImageCommitted,
     ImageResolved,
+    Info,
     Reporter,
 )
 from occystrap.model import Image, Layer, Platform
@@ -103,8 +104,11 @@ class Engine:
             await anyio.to_thread.run_sync(sink.commit, images)
         except BaseException as exc:
             failure = _leaf(exc) if isinstance(exc, BaseExceptionGroup) else exc
+            resumable = not isinstance(failure, IntegrityError)
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(sink.abort, not isinstance(failure, IntegrityError))
+                await anyio.to_thread.run_sync(sink.abort, resumable)
+            if resumable:
+                self.reporter.emit(Info("what was downloaded is kept: run the same command again to resume"))
             raise
         for image in images:
             self.reporter.emit(ImageCommitted(str(image.reference), destination))

@@ -119,9 +119,16 @@ class TreeWriter:
                     self._count_shadowed(Path(sub) / name)
             _make_writable_tree(path)
             shutil.rmtree(path)
+            self._forget_dirs(path.relative_to(self.root).as_posix())
         else:
             self._count_shadowed(path)
             path.unlink()
+
+    def _forget_dirs(self, rel: str) -> None:
+        """A removed directory's metadata must not land, at finish(), on whatever replaces it."""
+        prefix = rel + "/"
+        for key in [k for k in self._dirs if k == rel or k.startswith(prefix)]:
+            del self._dirs[key]
 
     def _count_shadowed(self, path: Path) -> None:
         try:

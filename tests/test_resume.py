@@ -1,0 +1,171 @@
+"""Interrupted runs: kill -9 and Ctrl-C mid-blob, then the same command continues where it stopped."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT, ok
+from tests.support import images
+from tests.support.faultproxy import Fault, FaultProxy
+from tests.support.images import BuiltImage
+from tests.support.registry import Registry
+
+REPO = "resume/app"
+TAG = "v1"
+STALL_AT = 2_500_000  # past the first 1 MiB batches, so some of the blob reaches the disk
+
+
+@pytest.fixture(scope="module")
+def image(registry: Registry) -> BuiltImage:
+    # Incompressible content keeps the blob big enough to be cut in the middle.
+    big = random.Random(7).randbytes(4_000_000)
+    built = images.build_image(
+        [[images.file("big.bin", big)], [images.file("small.txt", b"small\n")]], fmt="oci"
+    )
+    registry.push_image(REPO, TAG, built)
+    return built
+
+
+@pytest.fixture
+def proxy(registry: Registry, image: BuiltImage) -> Iterator[FaultProxy]:
+    with FaultProxy(registry.url) as p:
+        yield p
+
+
+def _start(proxy: FaultProxy, command: str, out: Path, tmp_path: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DOCKER_CONFIG": str(tmp_path / "none")}
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "occystrap",
+            command,
+            "--progress",
+            "plain",
+            f"{proxy.host}/{REPO}",
+            TAG,
+            str(out),
+        ],
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def _wait_for_partial(where: Path, minimum: int, proc: subprocess.Popen[str]) -> Path:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        for path in where.rglob(".*.partial"):
+            if path.stat().st_size >= minimum:
+                return path
+        time.sleep(0.05)
+    raise AssertionError(f"no partial download of {minimum}+ bytes appeared under {where}")
+
+
+@pytest.mark.parametrize("how", ["kill-9", "ctrl-c"])
+def test_tarball_resumes_after_interruption(
+    proxy: FaultProxy, image: BuiltImage, tmp_path: Path, how: str
+) -> None:
+    big = image.layers[0]
+    proxy.add(Fault(match=big.digest, stall=60, stall_at=STALL_AT))
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    out = outdir / "app.tar"
+    proc = _start(proxy, "fetch-to-tarfile", out, tmp_path)
+    partial = _wait_for_partial(outdir, 1024 * 1024, proc)
+    if how == "kill-9":
+        proc.kill()
+        proc.wait(timeout=10)
+    else:
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=10)
+        assert time.monotonic() - sent < 2.0
+        assert proc.returncode == 130
+        assert "interrupted" in err
+    assert not out.exists()
+    kept = partial.stat().st_size
+    assert kept >= 1024 * 1024
+
+    ok(
+        "fetch-to-tarfile",
+        "-q",
+        f"{proxy.host}/{REPO}",
+        TAG,
+        str(out),
+        env={"DOCKER_CONFIG": str(tmp_path / "none")},
+    )
+    # The second run asked only for what the first did not keep, and re-hashed the rest from disk.
+    assert proxy.seen(big.digest, "GET")[-1].range == f"bytes={kept}-"
+    reference = tmp_path / "reference.tar"
+    ok(
+        "fetch-to-tarfile",
+        "-q",
+        f"{proxy.host}/{REPO}",
+        TAG,
+        str(reference),
+        env={"DOCKER_CONFIG": str(tmp_path / "none")},
+    )
+    assert out.read_bytes() == reference.read_bytes()
+    assert sorted(p.name for p in outdir.iterdir()) == ["app.tar"]
+
+
+def test_merged_directory_resumes_after_kill(proxy: FaultProxy, image: BuiltImage, tmp_path: Path) -> None:
+    big = image.layers[0]
+    proxy.add(Fault(match=big.digest, stall=60, stall_at=STALL_AT))
+    target = tmp_path / "mirror"
+    proc = _start(proxy, "fetch-to-extracted", target, tmp_path)
+    _wait_for_partial(target, 1024 * 1024, proc)
+    proc.kill()
+    proc.wait(timeout=10)
+    assert not (target / "index.json").exists()
+    blob = target / "blobs/sha256" / big.digest[7:]
+    assert not blob.exists()  # a partial download never takes the blob's own name
+
+    ok(
+        "fetch-to-extracted",
+        "-q",
+        f"{proxy.host}/{REPO}",
+        TAG,
+        str(target),
+        env={"DOCKER_CONFIG": str(tmp_path / "none")},
+    )
+    assert (proxy.seen(big.digest, "GET")[-1].range or "").startswith("bytes=")
+    assert images.sha256_digest(blob.read_bytes()) == big.digest
+    assert not list(target.rglob("*.partial"))
+
+
+def test_tampered_partial_is_not_trusted(proxy: FaultProxy, image: BuiltImage, tmp_path: Path) -> None:
+    big = image.layers[0]
+    proxy.add(Fault(match=big.digest, stall=60, stall_at=STALL_AT))
+    target = tmp_path / "d"
+    proc = _start(proxy, "fetch-to-extracted", target, tmp_path)
+    partial = _wait_for_partial(target, 1024 * 1024, proc)
+    proc.kill()
+    proc.wait(timeout=10)
+    data = bytearray(partial.read_bytes())
+    data[100] ^= 0xFF
+    partial.write_bytes(bytes(data))
+
+    ok(
+        "fetch-to-extracted",
+        "-q",
+        f"{proxy.host}/{REPO}",
+        TAG,
+        str(target),
+        env={"DOCKER_CONFIG": str(tmp_path / "none")},
+    )
+    # The resumed digest failed, so the blob was fetched again from its first byte.
+    assert proxy.seen(big.digest, "GET")[-1].range is None
+    assert images.sha256_digest((target / "blobs/sha256" / big.digest[7:]).read_bytes()) == big.digest
