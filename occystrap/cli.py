@@ -151,16 +151,33 @@ def _parse_resolve(items: tuple[str, ...]) -> dict[str, str]:
     return pins
 
 
+def setup_logging(reporter: CliReporter) -> None:
+    """Debug lines go above the live display on a terminal, as plain lines otherwise."""
+    console = getattr(reporter, "console", None)
+    handler: logging.Handler
+    if console is not None and console.is_terminal:
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=console, show_path=False, markup=False)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    # aiohttp and asyncio internals drown the requests, statuses and retries that matter.
+    logging.getLogger("asyncio").setLevel(logging.WARNING)
+
+
 def run(opts: dict[str, Any], body: Callable[[RegistryClient, Engine, Platform], Awaitable[None]]) -> None:
     """Set up client, engine and reporter; run body; map errors to one line and an exit code."""
-    verbose = bool(opts.get("verbose"))
-    if verbose:
-        logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
     try:
         platform = Platform.parse(opts["platform"])
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--platform") from None
     reporter = make_reporter(opts["progress"], opts["quiet"])
+    if opts.get("verbose"):
+        setup_logging(reporter)
     options = ClientOptions(
         username=opts.get("username"),
         password=opts.get("password"),

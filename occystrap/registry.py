@@ -289,7 +289,8 @@ class RegistryClient:
         self, method: str, url: str, headers: dict[str, str], ssl_arg: ssl.SSLContext | bool
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """One HTTP exchange; transport failures become _Retryable or TransferError."""
-        log.debug("%s %s", method, url)
+        log.debug("%s %s", method, _safe_url(url))
+        started = time.monotonic()
         try:
             resp = await self.session.request(
                 method, url, headers=headers, ssl=ssl_arg, allow_redirects=False
@@ -305,7 +306,9 @@ class RegistryClient:
             raise TransferError(f"TLS failure talking to {urlsplit(url).netloc}: {reason}") from None
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise _Retryable(_describe(exc)) from None
-        log.debug("%s %s -> %s", method, url, resp.status)
+        log.debug(
+            "%s %s -> %s in %.0f ms", method, _safe_url(url), resp.status, (time.monotonic() - started) * 1000
+        )
         try:
             yield resp
         except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
