@@ -197,24 +197,27 @@ class Engine:
             prefix = target.read_prefix()
             while (chunk := await anyio.to_thread.run_sync(next, prefix, None)) is not None:
                 await send_all(chunk)
-        buf = bytearray()
+        pending: list[bytes] = []
+        pending_size = 0
         done = offset
         try:
             async with aclosing(self.client.blob_chunks(job.ref, desc, offset)) as chunks:
                 async for chunk in chunks:
-                    buf += chunk
-                    if len(buf) >= BATCH:
-                        done += len(buf)
-                        batch, buf = bytes(buf), bytearray()
+                    pending.append(chunk)
+                    pending_size += len(chunk)
+                    if pending_size >= BATCH:
+                        done += pending_size
+                        batch = b"".join(pending)
+                        pending, pending_size = [], 0
                         await send_all(batch)
                         self.reporter.emit(BlobProgress(desc.digest, done, desc.size))
         except OccystrapError:
-            if buf:
-                await send_all(bytes(buf))
+            if pending:
+                await send_all(b"".join(pending))
             raise
-        if buf:
-            done += len(buf)
-            await send_all(bytes(buf))
+        if pending:
+            done += pending_size
+            await send_all(b"".join(pending))
             self.reporter.emit(BlobProgress(desc.digest, done, desc.size))
 
 
