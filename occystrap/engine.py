@@ -80,22 +80,28 @@ class Engine:
         return images
 
     async def fetch_images(self, images: list[Image], sink: Sink) -> None:
-        jobs: dict[str, _Job] = {}
-        for image in images:
-            name = str(image.reference)
-            for layer in image.layers:
-                digest = layer.descriptor.digest
-                if digest in jobs:
-                    old = jobs[digest]
-                    jobs[digest] = _Job(old.ref, old.layer, (*old.images, name))
-                    self.reporter.emit(BlobSkipped(digest, layer.descriptor.size, name, "shared"))
-                elif sink.has_layer(layer):
-                    self.reporter.emit(BlobSkipped(digest, layer.descriptor.size, name, "present"))
-                else:
-                    jobs[digest] = _Job(image.reference, layer, (name,))
-                    self.reporter.emit(BlobQueued(digest, layer.descriptor.size, name))
-        ordered = sorted(jobs.values(), key=lambda j: j.layer.descriptor.size, reverse=True)
         try:
+            await anyio.to_thread.run_sync(sink.begin, images)
+            unique = {l.descriptor.digest: l for i in images for l in i.layers}
+            # Reuse means re-hashing what is on disk: off the event loop.
+            present = await anyio.to_thread.run_sync(
+                lambda: {d for d, layer in unique.items() if sink.has_layer(layer)}
+            )
+            jobs: dict[str, _Job] = {}
+            for image in images:
+                name = str(image.reference)
+                for layer in image.layers:
+                    digest, size = layer.descriptor.digest, layer.descriptor.size
+                    if digest in present:
+                        self.reporter.emit(BlobSkipped(digest, size, name, "present"))
+                    elif digest in jobs:
+                        old = jobs[digest]
+                        jobs[digest] = _Job(old.ref, old.layer, (*old.images, name))
+                        self.reporter.emit(BlobSkipped(digest, size, name, "shared"))
+                    else:
+                        jobs[digest] = _Job(image.reference, layer, (name,))
+                        self.reporter.emit(BlobQueued(digest, size, name))
+            ordered = sorted(jobs.values(), key=lambda j: j.layer.descriptor.size, reverse=True)
             async with anyio.create_task_group() as tg:
                 for job in ordered:
                     tg.start_soon(self._fetch_layer, job, sink)

@@ -33,6 +33,10 @@ class BlobTarget(Protocol):
 
 
 class Sink(Protocol):
+    def begin(self, images: list[Image]) -> None:
+        """Called once, before anything is fetched, with every image of the run."""
+        ...
+
     def has_layer(self, layer: Layer) -> bool:
         """True when the destination already holds this layer, verified."""
         ...

@@ -41,6 +41,9 @@ class DirectorySink:
         self.note = note
         (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
 
+    def begin(self, images: list[Image]) -> None:
+        return None
+
     def blob(self, digest: str) -> Path:
         return self.root / layout.blob_path(digest)
 

@@ -1,82 +1,265 @@
-"""A single tarball in Docker 25's `docker save` layout (OCI layout + manifest.json)."""
+"""A single tarball in Docker 25's `docker save` layout (OCI layout + manifest.json).
+
+With layers kept as served (the default) every member's size is known before the
+first byte arrives, so the tar is laid out up front and each layer is written in
+place, in parallel, with pwrite: no staging copy. A small progress file records how
+much of each layer is on disk, so a re-run after a crash resumes every layer.
+Uncompressed layers have sizes known only at the end: they are staged, then copied
+in by the kernel.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import struct
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from occystrap import layout
+from occystrap.errors import IntegrityError
 from occystrap.model import Image, Layer
 from occystrap.sinks.base import RawBlobTarget, temp_name
 from occystrap.verify import file_digest
 
 BLOCK = 512
+CHUNK = 1024 * 1024
+_SLOT = struct.Struct("<Q")
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    size: int
+    data: bytes | None = None  # small files; None for a layer
+    layer: Layer | None = None
+
+
+def plan(stored: list[layout.StoredImage]) -> list[Member]:
+    """Every member in order: layers (each once), then configs, manifests and the index files."""
+    members: list[Member] = []
+    seen: set[str] = set()
+    for s in stored:
+        for image_layer, desc in zip(s.image.layers, s.layers, strict=True):
+            name = layout.blob_path(desc.digest)
+            if name not in seen:
+                seen.add(name)
+                members.append(Member(name, desc.size, layer=image_layer))
+    members.extend(Member(name, len(data), data=data) for name, data in layout.image_files(stored))
+    return members
 
 
 class TarballSink:
-    """Blobs are staged beside the output, then copied into the tar by the kernel at commit."""
-
     def __init__(self, path: Path, uncompressed_layers: bool = False) -> None:
         self.path = path
         self.uncompressed = uncompressed_layers
         self.staging = path.with_name(f".{path.name}.occystrap-staging")
-        self.staging.mkdir(parents=True, exist_ok=True)
+        self.partial = path.with_name(f".{path.name}.occystrap-partial")
+        self.progress = path.with_name(f".{path.name}.occystrap-progress")
+        self._direct: _InPlace | None = None
+
+    def begin(self, images: list[Image]) -> None:
+        if self.uncompressed:
+            self.staging.mkdir(parents=True, exist_ok=True)
+        else:
+            self._direct = _InPlace(self.partial, self.progress, plan([layout.as_served(i) for i in images]))
 
     def _staged(self, layer: Layer) -> Path:
-        digest = layer.diff_id if self.uncompressed else layer.descriptor.digest
-        return self.staging / digest.replace(":", "-")
+        return self.staging / layer.diff_id.replace(":", "-")
 
     def has_layer(self, layer: Layer) -> bool:
-        """A layer staged completely by an interrupted run, re-hashed before it is reused."""
+        """A layer completed by an interrupted run, re-hashed before it is reused."""
+        if self._direct is not None:
+            return self._direct.complete(layer)
         staged = self._staged(layer)
         if not staged.exists():
             return False
-        want = layer.diff_id if self.uncompressed else layer.descriptor.digest
-        if file_digest(staged)[0] == want:
+        if file_digest(staged)[0] == layer.diff_id:
             return True
         staged.unlink()
         return False
 
-    def open_layer(self, layer: Layer) -> RawBlobTarget:
+    def open_layer(self, layer: Layer) -> RawBlobTarget | _LayerInPlace:
+        if self._direct is not None:
+            return self._direct.target(layer)
         raw = self.staging / layer.descriptor.digest.replace(":", "-")
-        if self.uncompressed:
-            return RawBlobTarget(raw.with_suffix(".raw"), plain=self._staged(layer))
-        return RawBlobTarget(raw)
+        return RawBlobTarget(raw.with_suffix(".raw"), plain=self._staged(layer))
 
     def commit(self, images: list[Image]) -> None:
-        if self.uncompressed:
-            sizes = {l.diff_id: self._staged(l).stat().st_size for i in images for l in i.layers}
-            stored = [layout.with_uncompressed_layers(i, sizes) for i in images]
-        else:
-            stored = [layout.as_served(i) for i in images]
-        write_tarball(self.path, stored, self._staged)
+        if self._direct is not None:
+            self._direct.finish(self.path)
+            return
+        sizes = {l.diff_id: self._staged(l).stat().st_size for i in images for l in i.layers}
+        write_tarball(self.path, [layout.with_uncompressed_layers(i, sizes) for i in images], self._staged)
         shutil.rmtree(self.staging, ignore_errors=True)
 
     def abort(self, keep: bool) -> None:
-        # After a network failure or Ctrl-C, staged blobs and partial downloads stay: running
-        # the same command again resumes them. Bad data leaves nothing behind.
-        if not keep or (self.staging.exists() and not any(self.staging.iterdir())):
+        # After a network failure or Ctrl-C, what arrived stays for a re-run to resume.
+        # Bad data leaves nothing behind.
+        if self._direct is not None:
+            self._direct.close()
+            if not keep:
+                self.partial.unlink(missing_ok=True)
+                self.progress.unlink(missing_ok=True)
+        elif not keep or (self.staging.exists() and not any(self.staging.iterdir())):
             shutil.rmtree(self.staging, ignore_errors=True)
 
 
+class _InPlace:
+    """The tar laid out in full, headers written; layers fill their regions as they arrive."""
+
+    def __init__(self, partial: Path, progress: Path, members: list[Member]) -> None:
+        offsets: dict[str, tuple[int, int]] = {}  # layer digest -> (data offset, size)
+        position = 0
+        headers: list[tuple[int, bytes, bytes | None]] = []
+        for m in members:
+            header = _header(m.name, m.size)
+            headers.append((position, header, m.data))
+            position += len(header)
+            if m.layer is not None:
+                offsets[m.layer.descriptor.digest] = (position, m.size)
+            position += _padded(m.size)
+        total = position + 2 * BLOCK
+        self.slots = {digest: i for i, digest in enumerate(offsets)}
+        self.offsets = offsets
+        key = hashlib.sha256(b"".join(h for _, h, _ in headers) + str(total).encode()).digest()
+        fresh = not _same_plan(progress, key, len(offsets)) or not _has_size(partial, total)
+        self.fd = os.open(partial, os.O_RDWR | os.O_CREAT | (os.O_TRUNC if fresh else 0), 0o644)
+        self.journal = os.open(progress, os.O_RDWR | os.O_CREAT | (os.O_TRUNC if fresh else 0), 0o644)
+        if fresh:
+            os.ftruncate(self.fd, total)
+            os.ftruncate(self.journal, len(key) + _SLOT.size * len(offsets))
+            for at, header, data in headers:
+                os.pwrite(self.fd, header + (data or b""), at)
+            os.pwrite(self.journal, key, 0)
+        self._key_size = len(key)
+        self._paths = (partial, progress)
+        self._open = True
+
+    def done(self, digest: str) -> int:
+        raw = os.pread(self.journal, _SLOT.size, self._key_size + _SLOT.size * self.slots[digest])
+        return int(_SLOT.unpack(raw)[0]) if len(raw) == _SLOT.size else 0
+
+    def record(self, digest: str, done: int) -> None:
+        os.pwrite(self.journal, _SLOT.pack(done), self._key_size + _SLOT.size * self.slots[digest])
+
+    def read(self, digest: str, length: int) -> Iterator[bytes]:
+        start, _ = self.offsets[digest]
+        position = 0
+        while position < length:
+            chunk = os.pread(self.fd, min(CHUNK, length - position), start + position)
+            if not chunk:
+                raise IntegrityError(f"{digest} is shorter on disk than its progress record says")
+            position += len(chunk)
+            yield chunk
+
+    def complete(self, layer: Layer) -> bool:
+        digest, size = layer.descriptor.digest, layer.descriptor.size
+        if self.done(digest) != size:
+            return False
+        h = hashlib.sha256()
+        for chunk in self.read(digest, size):
+            h.update(chunk)
+        if "sha256:" + h.hexdigest() == digest:
+            return True
+        self.record(digest, 0)
+        return False
+
+    def target(self, layer: Layer) -> _LayerInPlace:
+        return _LayerInPlace(self, layer.descriptor.digest)
+
+    def finish(self, path: Path) -> None:
+        for digest, (_, size) in self.offsets.items():
+            if self.done(digest) != size:
+                raise IntegrityError(f"layer {digest} is incomplete in the tarball being written")
+        self.close()
+        partial, progress = self._paths
+        os.replace(partial, path)
+        progress.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            os.close(self.fd)
+            os.close(self.journal)
+
+
+class _LayerInPlace:
+    """One layer's region of the tarball being written; its progress survives the process."""
+
+    wants_raw = True
+    wants_plain = False
+
+    def __init__(self, space: _InPlace, digest: str) -> None:
+        self.space = space
+        self.digest = digest
+        self.start, self.size = space.offsets[digest]
+        self.position = min(space.done(digest), self.size)
+
+    def prefix_size(self) -> int:
+        return self.position
+
+    def read_prefix(self) -> Iterator[bytes]:
+        return self.space.read(self.digest, self.position)
+
+    def restart(self) -> None:
+        self.position = 0
+        self.space.record(self.digest, 0)
+
+    def write_raw(self, data: bytes) -> None:
+        if self.position + len(data) > self.size:
+            raise IntegrityError(f"blob {self.digest} is larger than its declared {self.size} bytes")
+        os.pwrite(self.space.fd, data, self.start + self.position)
+        self.position += len(data)
+        # After the data: a crash leaves the record at or behind what is really on disk.
+        self.space.record(self.digest, self.position)
+
+    def write_plain(self, data: bytes) -> None:
+        raise AssertionError("layers are kept as served")
+
+    def commit(self, plain_size: int) -> None:
+        return None
+
+    def abort(self, keep: bool) -> None:
+        if not keep:
+            self.space.record(self.digest, 0)
+
+
+def _padded(size: int) -> int:
+    return (size + BLOCK - 1) // BLOCK * BLOCK
+
+
+def _same_plan(progress: Path, key: bytes, slots: int) -> bool:
+    try:
+        with open(progress, "rb") as fh:
+            return fh.read(len(key)) == key and os.fstat(fh.fileno()).st_size == len(key) + _SLOT.size * slots
+    except FileNotFoundError:
+        return False
+
+
+def _has_size(path: Path, size: int) -> bool:
+    try:
+        return path.stat().st_size == size
+    except FileNotFoundError:
+        return False
+
+
 def write_tarball(path: Path, stored: list[layout.StoredImage], source: Callable[[Layer], Path]) -> None:
-    """The layout as one tar, under a temp name renamed into place when complete."""
+    """The layout as one tar, written in order under a temp name, renamed into place when complete."""
     tmp = temp_name(path)
     try:
         with open(tmp, "xb") as out:
-            written: set[str] = set()
-            for s in stored:
-                for image_layer, desc in zip(s.image.layers, s.layers, strict=True):
-                    name = layout.blob_path(desc.digest)
-                    if name not in written:
-                        written.add(name)
-                        _add_file(out, name, source(image_layer))
-            for name, data in layout.image_files(stored):
-                _add_bytes(out, name, data)
+            for m in plan(stored):
+                out.write(_header(m.name, m.size))
+                if m.layer is not None:
+                    _copy_in(out, source(m.layer), m.size)
+                else:
+                    out.write(m.data or b"")
+                out.write(b"\0" * (_padded(m.size) - m.size))
             out.write(b"\0" * (2 * BLOCK))
         os.replace(tmp, path)
     except BaseException:
@@ -93,22 +276,11 @@ def _header(name: str, size: int) -> bytes:
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 
-def _pad(out: BinaryIO, size: int) -> None:
-    if size % BLOCK:
-        out.write(b"\0" * (BLOCK - size % BLOCK))
-
-
-def _add_bytes(out: BinaryIO, name: str, data: bytes) -> None:
-    out.write(_header(name, len(data)))
-    out.write(data)
-    _pad(out, len(data))
-
-
-def _add_file(out: BinaryIO, name: str, src: Path) -> None:
-    size = src.stat().st_size
-    out.write(_header(name, size))
+def _copy_in(out: BinaryIO, src: Path, size: int) -> None:
     out.flush()
     with open(src, "rb") as fh:
+        if os.fstat(fh.fileno()).st_size != size:
+            raise IntegrityError(f"{src} is not the {size} bytes expected")
         copied = 0
         while copied < size:
             # copy_file_range keeps the bytes in the kernel (and may reflink).
@@ -117,4 +289,3 @@ def _add_file(out: BinaryIO, name: str, src: Path) -> None:
                 raise OSError(f"{src} shrank while being copied")
             copied += n
     out.seek(0, os.SEEK_END)
-    _pad(out, size)
