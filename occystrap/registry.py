@@ -13,7 +13,7 @@ import random
 import socket
 import ssl
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,8 +118,14 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 
 class RegistryClient:
-    def __init__(self, options: ClientOptions | None = None, reporter: Reporter | None = None) -> None:
+    def __init__(
+        self,
+        options: ClientOptions | None = None,
+        reporter: Reporter | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.options = options or ClientOptions()
+        self._clock = clock  # token expiry is judged by this
         self.reporter: Reporter = reporter or NullReporter()
         self._hosts: dict[str, _Host] = {}
         self._session: aiohttp.ClientSession | None = None
@@ -235,11 +241,11 @@ class RegistryClient:
         if challenge.scheme != "bearer":
             raise AuthError(f"{ref.registry} asks for unsupported auth scheme {challenge.scheme!r}")
         cached = host.tokens.get(scope)
-        if cached and cached[1] > time.monotonic():
+        if cached and cached[1] > self._clock():
             return f"Bearer {cached[0]}"
         token, lifetime = await self._fetch_token(ref, host, challenge, scope)
         # Refresh a little early so a token never expires mid-request.
-        host.tokens[scope] = (token, time.monotonic() + max(lifetime - 10, lifetime / 2))
+        host.tokens[scope] = (token, self._clock() + max(lifetime - 10, lifetime / 2))
         return f"Bearer {token}"
 
     async def _fetch_token(
