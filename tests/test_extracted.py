@@ -284,3 +284,46 @@ def test_malformed_catalog_is_one_clear_error(registry: Registry, tmp_path: Path
     )
     assert "catalog.json" in proc.stderr
     run_tool(["true"])
+
+
+def _special_layer() -> images.Layer:
+    import tarfile
+
+    members = []
+    for name, kind in (("dev/null", tarfile.CHRTYPE), ("run/fifo", tarfile.FIFOTYPE)):
+        info = tarfile.TarInfo(name)
+        info.type = kind
+        info.mode = 0o666
+        info.devmajor, info.devminor = (1, 3) if kind == tarfile.CHRTYPE else (0, 0)
+        members.append((info, b""))
+    return _raw_layer(members)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="device nodes need root")
+def test_expand_creates_devices_and_fifos_as_root(registry: Registry, tmp_path: Path) -> None:
+    image = images.build_image([_special_layer()], fmt="docker")
+    registry.push_image("ext/devices", "v1", image)
+    target = tmp_path / "d"
+    ok("fetch-to-extracted", "-q", "--expand", f"{registry.host}/ext/devices", "v1", str(target))
+    rootfs = _rootfs(target)
+    dev = os.lstat(rootfs / "dev/null")
+    assert stat.S_ISCHR(dev.st_mode) and os.major(dev.st_rdev) == 1 and os.minor(dev.st_rdev) == 3
+    assert stat.S_ISFIFO(os.lstat(rootfs / "run/fifo").st_mode)
+
+
+def test_devices_are_skipped_with_one_warning_when_not_root(tmp_path: Path) -> None:
+    import io
+
+    from occystrap.expand import TreeWriter, apply_layer
+
+    warnings: list[str] = []
+    writer = TreeWriter(tmp_path / "root", keep_whiteouts=False, as_root=False, warn=warnings.append)
+    (tmp_path / "root").mkdir()
+    layer = _special_layer()
+    twice = images.build_layer([])  # a second, empty layer: the warning must not repeat
+    apply_layer(io.BytesIO(layer.tar), [writer])
+    apply_layer(io.BytesIO(layer.tar), [writer])
+    apply_layer(io.BytesIO(twice.tar), [writer])
+    assert len(warnings) == 1 and "device" in warnings[0]
+    assert not (tmp_path / "root/dev/null").exists()
+    assert stat.S_ISFIFO(os.lstat(tmp_path / "root/run/fifo").st_mode)
