@@ -75,10 +75,17 @@ class TreeWriter:
     warn: Callable[[str], None] = lambda message: None
     stats: ExpandStats = field(default_factory=ExpandStats)
     _added: set[str] = field(default_factory=set)
+    # Directories above what this layer added, kept up to date so whiteouts test them in O(1).
+    _added_above: set[str] = field(default_factory=set)
     _dirs: dict[str, tarfile.TarInfo] = field(default_factory=dict)
 
     def begin_layer(self) -> None:
         self._added = set()
+        self._added_above = set()
+
+    def _mark_added(self, rel: str) -> None:
+        self._added.add(rel)
+        self._added_above.update(_ancestors(rel))
 
     # -- paths --------------------------------------------------------------
 
@@ -147,13 +154,12 @@ class TreeWriter:
             self._opaque(parent)
             return
         victim = name[len(WHITEOUT) :]
-        if not victim:
-            return  # a bare ".wh." names nothing (it must not take its own directory with it)
-        target = clean_name(f"{parent}/{victim}" if parent else victim)
-        path = self._host_path(target, create=False)
+        target = clean_name(f"{parent}/{victim}" if parent and victim else victim)
+        # ".wh." and ".wh.." name nothing: they must never take their own directory (or the root) along.
+        path = self._host_path(target, create=False) if target and victim != "." else None
         if path is None:
             return
-        if target in self._added or any(target in _ancestors(p) for p in self._added):
+        if target in self._added or target in self._added_above:
             # This layer put `target`, or something under it, ahead of the whiteout in tar order.
             # A whiteout hides only what lower layers hold, so only their part of it goes.
             if _is_real_dir(path):
@@ -167,12 +173,11 @@ class TreeWriter:
         if base is None or not base.is_dir() or base.is_symlink():
             return
         prefix = f"{rel_dir}/" if rel_dir else ""
-        keep_ancestors = {a for p in self._added for a in _ancestors(p)}
 
         def prune(directory: Path, rel_prefix: str) -> None:
             for entry in os.scandir(directory):
                 rel = rel_prefix + entry.name
-                if rel in self._added or rel in keep_ancestors:
+                if rel in self._added or rel in self._added_above:
                     if entry.is_dir(follow_symlinks=False):
                         prune(Path(entry.path), rel + "/")
                     continue
@@ -202,11 +207,11 @@ class TreeWriter:
             if existing is None:
                 os.mkdir(path, 0o700)
             self._dirs[rel] = member
-            self._added.add(rel)
+            self._mark_added(rel)
             return
         if existing is not None:
             self._remove(path)
-        self._added.add(rel)
+        self._mark_added(rel)
         if member.issym():
             if link_escapes(rel, member.linkname):
                 raise UnsafeArchiveError(f"symlink {rel!r} points outside the root: {member.linkname!r}")

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 import urllib.parse
@@ -83,10 +84,11 @@ class Registry:
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     token_server: TokenServer | None = None
     _client: RegistryClient | None = field(default=None, repr=False)
+    scheme: str = "http"  # "https" when started with tls=
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{self.scheme}://{self.host}"
 
     @property
     def port(self) -> int:
@@ -100,7 +102,7 @@ class Registry:
     def client(self) -> RegistryClient:
         """Push/pull client using the admin credentials (if any)."""
         if self._client is None:
-            self._client = RegistryClient(self.host, self.username, self.password)
+            self._client = RegistryClient(self.host, self.username, self.password, self.scheme == "https")
         return self._client
 
     def ref(self, repo: str, reference: str) -> str:
@@ -178,8 +180,11 @@ class Registry:
 class RegistryClient:
     """Minimal synchronous registry HTTP client (one connection per request)."""
 
-    def __init__(self, host: str, username: str | None = None, password: str | None = None) -> None:
+    def __init__(
+        self, host: str, username: str | None = None, password: str | None = None, tls: bool = False
+    ) -> None:
         self.host = host
+        self.scheme = "https" if tls else "http"
         self.username = username
         self.password = password
         self._tokens: dict[str, str] = {}  # scope -> bearer token
@@ -192,9 +197,9 @@ class RegistryClient:
     def _raw(
         self, method: str, url: str, body: bytes | None, headers: Mapping[str, str]
     ) -> tuple[int, dict[str, str], bytes]:
-        parts = urllib.parse.urlsplit(url if "://" in url else f"http://{self.host}{url}")
+        parts = urllib.parse.urlsplit(url if "://" in url else f"{self.scheme}://{self.host}{url}")
         target = parts.path + (f"?{parts.query}" if parts.query else "")
-        conn = http.client.HTTPConnection(parts.netloc, timeout=30)
+        conn = _connection(parts.scheme, parts.netloc)
         try:
             conn.request(method, target, body=body, headers=dict(headers))
             resp = conn.getresponse()
@@ -316,7 +321,24 @@ class RegistryClient:
         self._check(status, body, f"delete blob {repo}@{digest}", (202,))
 
 
-def _write_config(workdir: Path, port: int, auth: AuthMode, token_server: TokenServer | None) -> Path:
+def _connection(scheme: str, netloc: str, timeout: float = 30) -> http.client.HTTPConnection:
+    if scheme == "https":
+        # Seeding and readiness only: the code under test is what must verify certificates.
+        return http.client.HTTPSConnection(netloc, timeout=timeout, context=ssl._create_unverified_context())
+    return http.client.HTTPConnection(netloc, timeout=timeout)
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM server certificate (chain) and its key, for `http.tls` in the registry config."""
+
+    certificate: Path
+    key: Path
+
+
+def _write_config(
+    workdir: Path, port: int, auth: AuthMode, token_server: TokenServer | None, tls: TlsFiles | None = None
+) -> Path:
     config: dict[str, object] = {
         "version": 0.1,
         "log": {"level": "info", "formatter": "text", "accesslog": {"disabled": False}},
@@ -335,6 +357,10 @@ def _write_config(workdir: Path, port: int, auth: AuthMode, token_server: TokenS
         },
         "health": {"storagedriver": {"enabled": False}},
     }
+    if tls is not None:
+        http_cfg = config["http"]
+        assert isinstance(http_cfg, dict)
+        http_cfg["tls"] = {"certificate": str(tls.certificate), "key": str(tls.key)}
     if auth == "basic":
         htpasswd = workdir / "htpasswd"
         # distribution only accepts bcrypt entries.
@@ -357,13 +383,15 @@ def _write_config(workdir: Path, port: int, auth: AuthMode, token_server: TokenS
     return path
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], host: str, log_path: Path, timeout: float) -> bool:
+def _wait_ready(
+    proc: subprocess.Popen[bytes], host: str, log_path: Path, timeout: float, scheme: str = "http"
+) -> bool:
     """True once /v2/ answers 200/401; False if the process died (e.g. port race)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return False
-        conn = http.client.HTTPConnection(host, timeout=2)
+        conn = _connection(scheme, host, timeout=2)
         try:
             conn.request("GET", "/v2/")
             if conn.getresponse().status in (200, 401):
@@ -380,8 +408,13 @@ def _wait_ready(proc: subprocess.Popen[bytes], host: str, log_path: Path, timeou
     )
 
 
-def start_registry(workdir: Path, auth: AuthMode = None, timeout: float = 15.0) -> Registry:
-    """Start `docker-registry serve` on a free 127.0.0.1 port with storage in `workdir`."""
+def start_registry(
+    workdir: Path, auth: AuthMode = None, timeout: float = 15.0, tls: TlsFiles | None = None
+) -> Registry:
+    """Start `docker-registry serve` on a free 127.0.0.1 port with storage in `workdir`.
+
+    With `tls` it serves HTTPS only, with that certificate (see tests/support/tls.py).
+    """
     binary = shutil.which("docker-registry")
     if binary is None:
         raise RegistryError("docker-registry not installed (apt-get install docker-registry)")
@@ -395,7 +428,7 @@ def start_registry(workdir: Path, auth: AuthMode = None, timeout: float = 15.0) 
     try:
         for _attempt in range(3):  # free_port() can race with other processes
             port = free_port()
-            config = _write_config(workdir, port, auth, token_server)
+            config = _write_config(workdir, port, auth, token_server, tls)
             with log_path.open("ab") as log:
                 # stdout carries the access log, stderr the app log: keep both.
                 proc = subprocess.Popen(
@@ -407,7 +440,8 @@ def start_registry(workdir: Path, auth: AuthMode = None, timeout: float = 15.0) 
                     env=env,
                 )
             host = f"127.0.0.1:{port}"
-            if _wait_ready(proc, host, log_path, timeout):
+            scheme = "https" if tls is not None else "http"
+            if _wait_ready(proc, host, log_path, timeout, scheme):
                 creds = auth is not None
                 return Registry(
                     host=host,
@@ -418,6 +452,7 @@ def start_registry(workdir: Path, auth: AuthMode = None, timeout: float = 15.0) 
                     workdir=workdir,
                     process=proc,
                     token_server=token_server,
+                    scheme=scheme,
                 )
         raise RegistryError(f"registry exited during startup; log:\n{log_path.read_text(errors='replace')}")
     except BaseException:
