@@ -6,12 +6,20 @@ Run from the project root (this is what `make bench` does):
     .venv/bin/python -m benchmarks.bench --quick      # small images, 1 run: a smoke test
     .venv/bin/python -m benchmarks.bench --list       # the scenarios there are
 
-Each scenario is a function registered with `@scenario(...)` at the bottom of this file; it gets a
-`BenchContext` (the registry, the layer cache, a scratch directory, the timing helpers) and returns a
-`ScenarioResult` (a table, checks against targets, JSON detail). To add one (say, mirroring 20 tags,
-or expanding a root filesystem against `umoci unpack`): build images with `ctx.push_image(ImageSpec)`,
-describe the commands as `Tool`s, time them with `ctx.run_alternating(...)`, summarise with
-`summarise(...)`, and return a `ScenarioResult`. Everything it prints lands in the table on stdout,
+Scenarios (all run by default; `--scenario NAME` picks some):
+
+    fetch        fetch-to-tarfile (compressed and uncompressed) vs skopeo copy (docker-archive, oci)
+    mirror       mirror 20 tags sharing a base layer vs skopeo sync / a skopeo copy loop; bytes
+                 fetched vs unique; the incremental re-run
+    extracted20  the same 20 tags by 20 x fetch-to-extracted --use-unique-names: bytes fetched
+    expand       fetch-to-extracted --expand vs skopeo copy + umoci unpack
+
+Each scenario is a function registered with `@scenario(...)`; it gets a `BenchContext` (the
+registry, the layer cache, a scratch directory, the timing helpers) and returns a `ScenarioResult`
+(a table, checks against targets, JSON detail). To add one: build images with
+`ctx.push_image(ImageSpec)`, describe the commands as `Tool`s, time them with
+`ctx.run_alternating(...)` (or one command with `ctx.timed(...)`), summarise with `summarise(...)`,
+and return a `ScenarioResult`. Everything it prints lands in the table on stdout,
 bench-out/results.rst and bench-out/results.json.
 
 Method: every command runs under `/usr/bin/time -v` (peak RSS, CPU) and is timed with a monotonic
@@ -460,6 +468,7 @@ class Measurement:
     served_bytes: int  # body bytes the registry sent during the run (from its access log)
     output_bytes: int
     error: str = ""
+    served_blob_bytes: int = 0  # of which blob bodies (layers and configs): GET .../blobs/...
 
     @property
     def counted(self) -> bool:
@@ -507,8 +516,8 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=10)
 
 
-def served_bytes(lines: Sequence[Any]) -> int:
-    return sum(r.bytes for r in lines if r.method == "GET" and r.status in (200, 206))
+def served_bytes(lines: Sequence[Any], path_part: str = "") -> int:
+    return sum(r.bytes for r in lines if r.method == "GET" and r.status in (200, 206) and path_part in r.path)
 
 
 def verify_docker_tarball(
@@ -599,7 +608,20 @@ class BenchContext:
         shutil.rmtree(rundir, ignore_errors=True)
         rundir.mkdir(parents=True)
         argv, output = tool.argv(image, rundir)
+        m = self.timed(tool.name, image.name, round_no, argv, rundir, output)
+        if m.rc == 0 and round_no == 0 and tool.verify is not None and self.args.verify:
+            problem = tool.verify(image, output)
+            if problem:
+                m.rc, m.error = -2, f"output check failed: {problem}"
+        shutil.rmtree(rundir, ignore_errors=True)
+        return m
+
+    def timed(
+        self, tool: str, image: str, round_no: int, argv: Sequence[str], cwd: Path, output: Path
+    ) -> Measurement:
+        """Run one command under /usr/bin/time -v; its output is left where it is."""
         time_file = self.workdir / "time.txt"
+        time_file.unlink(missing_ok=True)
         log_before = len(self.registry.access_log())
         os.sync()  # the previous run's dirty pages are not this run's cost
         t0 = time.perf_counter()
@@ -609,7 +631,7 @@ class BenchContext:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=self.env(),
-            cwd=rundir,
+            cwd=cwd,
             start_new_session=True,  # its own process group, so it can be killed on Ctrl-C
         )
         try:
@@ -623,27 +645,36 @@ class BenchContext:
         wall = time.perf_counter() - t0
         stats = parse_gnu_time(time_file.read_text(errors="replace")) if time_file.exists() else {}
         rc = proc.returncode if proc.returncode is not None else -1
+        # The registry writes its access log line after the body: wait until the count settles.
+        lines = self._settled_log()[log_before:]
         m = Measurement(
-            tool=tool.name,
-            image=image.name,
+            tool=tool,
+            image=image,
             round=round_no,
             rc=rc,
             wall_s=wall,
             max_rss_kib=int(stats.get("rss", 0)),
             user_s=stats.get("user", 0.0),
             sys_s=stats.get("sys", 0.0),
-            served_bytes=served_bytes(self.registry.access_log()[log_before:]),
+            served_bytes=served_bytes(lines),
             output_bytes=path_size(output) if output.exists() else 0,
+            served_blob_bytes=served_bytes(lines, "/blobs/"),
         )
         if rc != 0:
             tail = (err or out).decode(errors="replace").strip().splitlines()[-15:]
             m.error = "\n".join(tail)
-        elif round_no == 0 and tool.verify is not None and self.args.verify:
-            problem = tool.verify(image, output)
-            if problem:
-                m.rc, m.error = -2, f"output check failed: {problem}"
-        shutil.rmtree(rundir, ignore_errors=True)
         return m
+
+    def _settled_log(self, quiet: float = 0.05, limit: float = 2.0) -> list[Any]:
+        lines = self.registry.access_log()
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            time.sleep(quiet)
+            again = self.registry.access_log()
+            if len(again) == len(lines):
+                return again
+            lines = again
+        return lines
 
     def run_alternating(self, image: PushedImage, tools: Sequence[Tool], runs: int) -> list[Measurement]:
         """One warm-up round (round 0, not counted), then `runs` rounds of A B C D ..."""
@@ -920,13 +951,428 @@ def fetch_to_tarfile(ctx: BenchContext) -> ScenarioResult:
     )
 
 
-# Further scenarios go here, e.g.:
-#
-# @scenario("mirror", "mirror 20 tags sharing layers vs 20 x skopeo copy", default=False)
-# def mirror_tags(ctx: BenchContext) -> ScenarioResult: ...
-#
-# @scenario("expand", "expand to a root filesystem vs skopeo copy + umoci unpack", default=False)
-# def expand_vs_umoci(ctx: BenchContext) -> ScenarioResult: ...
+# --------------------------------------------------------------------------
+# Many tags sharing a base layer: mirror, and fetch-to-extracted in a loop
+# --------------------------------------------------------------------------
+
+TAG_COUNT = 20
+OCCY_MIRROR = "occystrap-mirror"
+OCCY_RERUN = "occystrap-mirror re-run"
+SKOPEO_SYNC = "skopeo-sync-dir"
+SKOPEO_LOOP = "skopeo-copy-loop-oci"
+OCCY_EXTRACTED = "occystrap-extracted-loop"
+MIRROR_TARGET = 0.8  # occystrap mirror / the faster skopeo, median wall time
+RERUN_TARGET_S = 1.0
+
+
+@dataclass(frozen=True)
+class TagGroup:
+    """TAG_COUNT images in one repository, each = the shared base layer + a small layer of its own."""
+
+    images: tuple[PushedImage, ...]
+
+    @property
+    def first(self) -> PushedImage:
+        return self.images[0]
+
+    @property
+    def tags(self) -> list[str]:
+        return [i.tag for i in self.images]
+
+    @property
+    def unique_bytes(self) -> int:
+        """Every distinct blob once: layers (the base once) and each image's config."""
+        layers = {la.digest: la.size for i in self.images for la in i.layers}
+        return sum(layers.values()) + sum(i.config_size for i in self.images)
+
+    @property
+    def referenced_bytes(self) -> int:
+        """What the tags reference, counting the shared base once per tag."""
+        return sum(i.compressed_bytes for i in self.images)
+
+    @property
+    def as_image(self) -> PushedImage:
+        """The group as one PushedImage for the timing helpers (name, ref, unique layers)."""
+        layers = {la.digest: la for i in self.images for la in i.layers}
+        configs = sum(i.config_size for i in self.images)
+        f = self.first
+        return PushedImage("tags20", f.host, f.repo, f.tag, tuple(layers.values()), configs, "")
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "repo": f"{self.first.ref}",
+            "tags": self.tags,
+            "base_layer": self.first.layers[0].digest,
+            "base_mib": round(self.first.layers[0].size / MiB, 2),
+            "unique_mib": round(self.unique_bytes / MiB, 2),
+            "referenced_mib": round(self.referenced_bytes / MiB, 2),
+        }
+
+
+def tag_group_specs(args: argparse.Namespace) -> list[ImageSpec]:
+    base_mb, small_mb = (8.0, 0.25) if args.quick else (96.0, 1.0)  # 96 MiB of tar: ~54 MiB gzip
+    base = LayerSpec(base_mb, seed=600, max_file_mb=8.0)
+    return [
+        ImageSpec(
+            f"t{i:02d}", "bench/tags", f"t{i:02d}", (base, LayerSpec(small_mb, 700 + i, max_file_mb=0.5))
+        )
+        for i in range(TAG_COUNT)
+    ]
+
+
+def push_tag_group(ctx: BenchContext) -> TagGroup:
+    return TagGroup(tuple(ctx.push_image(spec) for spec in tag_group_specs(ctx.args)))
+
+
+def _mirror_spec(ctx: BenchContext, group: TagGroup) -> Path:
+    path = ctx.workdir / "tags20.yaml"
+    path.write_text(f"images:\n  - name: {group.first.ref}\n    tags: [{', '.join(group.tags)}]\n")
+    return path
+
+
+def _occystrap_verifies(ctx: BenchContext, output: Path) -> str | None:
+    proc = subprocess.run([ctx.occystrap, "verify", "--quiet", str(output)], capture_output=True, text=True,
+                          check=False, env=ctx.env())  # fmt: skip
+    return None if proc.returncode == 0 else f"occystrap verify: {(proc.stdout + proc.stderr).strip()[:500]}"
+
+
+def _merged_holds(ctx: BenchContext, group: TagGroup) -> Callable[[PushedImage, Path], str | None]:
+    def check(_image: PushedImage, out: Path) -> str | None:
+        try:
+            doc = json.loads((out / "catalog.json").read_text())
+            held = set(doc["images"][group.first.ref])
+        except (OSError, ValueError, KeyError) as exc:
+            return f"no usable catalog.json: {exc}"
+        if held != set(group.tags):
+            return f"catalog holds {sorted(held)}"
+        return _occystrap_verifies(ctx, out)
+
+    return check
+
+
+def _skopeo_sync_holds(group: TagGroup) -> Callable[[PushedImage, Path], str | None]:
+    def check(_image: PushedImage, out: Path) -> str | None:
+        found = {p.parent.name for p in out.rglob("manifest.json")}
+        want = {f"{group.first.repo.rsplit('/', 1)[-1]}:{t}" for t in group.tags}
+        return None if found == want else f"synced {sorted(found)}, expected {sorted(want)}"
+
+    return check
+
+
+def _oci_holds(group: TagGroup) -> Callable[[PushedImage, Path], str | None]:
+    def check(_image: PushedImage, out: Path) -> str | None:
+        try:
+            index = json.loads((out / "index.json").read_text())
+        except (OSError, ValueError) as exc:
+            return f"no index.json: {exc}"
+        key = "org.opencontainers.image.ref.name"
+        names = {m.get("annotations", {}).get(key) for m in index["manifests"]}
+        return None if names == set(group.tags) else f"index.json names {sorted(map(str, names))}"
+
+    return check
+
+
+def _median_or_nan(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def _mib(n: float) -> str:
+    return fmt(n / MiB, 1)
+
+
+@scenario("mirror", f"mirror {TAG_COUNT} tags sharing a base layer vs skopeo sync / a skopeo copy loop")
+def mirror_tags(ctx: BenchContext) -> ScenarioResult:
+    group = push_tag_group(ctx)
+    image = group.as_image
+    spec = _mirror_spec(ctx, group)
+    src = f"docker://{group.first.ref}"
+
+    def occystrap_argv(_image: PushedImage, rundir: Path) -> tuple[list[str], Path]:
+        out = rundir / "out"
+        return [ctx.occystrap, "mirror", "--quiet", str(spec), str(out)], out
+
+    def sync_argv(_image: PushedImage, rundir: Path) -> tuple[list[str], Path]:
+        out = rundir / "out"
+        return ["skopeo", "sync", "--src", "docker", "--dest", "dir", "--src-tls-verify=false",
+                group.first.ref, str(out)], out  # fmt: skip
+
+    def loop_argv(_image: PushedImage, rundir: Path) -> tuple[list[str], Path]:
+        out = rundir / "out"
+        script = (
+            f'for t in {" ".join(group.tags)}; do skopeo copy --quiet --src-tls-verify=false "{src}:$t" '
+            f'"oci:{out}:$t" || exit 1; done'
+        )
+        return ["sh", "-c", script], out
+
+    tools = [
+        Tool(OCCY_MIRROR, occystrap_argv, _merged_holds(ctx, group)),
+        Tool(SKOPEO_SYNC, sync_argv, _skopeo_sync_holds(group)),
+        Tool(SKOPEO_LOOP, loop_argv, _oci_holds(group)),
+    ]
+    log(f"timing {TAG_COUNT} tags: {', '.join(t.name for t in tools)}; 1 warm-up + {ctx.args.runs} rounds")
+    measurements = ctx.run_alternating(image, tools, ctx.args.runs)
+
+    # The incremental re-run: the same spec against an up-to-date DEST.
+    inc_dir = ctx.workdir / "run" / "incremental"
+    shutil.rmtree(inc_dir, ignore_errors=True)
+    inc_dir.mkdir(parents=True)
+    argv, out = occystrap_argv(image, inc_dir)
+    first = ctx.timed(OCCY_RERUN, image.name, 0, argv, inc_dir, out)
+    reruns = [first]
+    if first.rc == 0:
+        for i in range(max(5, ctx.args.runs)):
+            m = ctx.timed(OCCY_RERUN, image.name, i + 1, argv, inc_dir, out)
+            reruns.append(m)
+            log(f"  [tags20] re-run {i + 1}: {m.wall_s:.2f}s, served blobs {m.served_blob_bytes} B"
+                + ("" if m.rc == 0 else f" FAILED (rc {m.rc})"))  # fmt: skip
+    shutil.rmtree(inc_dir, ignore_errors=True)
+    measurements += reruns
+
+    by_tool = {t.name: summarise(image, t.name, measurements) for t in tools}
+    rerun = summarise(image, OCCY_RERUN, reruns)
+    comparators = [n for n in (SKOPEO_SYNC, SKOPEO_LOOP) if not by_tool[n].failed]
+    best = min(comparators, key=lambda n: by_tool[n].median_s) if comparators else None
+    ratio = by_tool[OCCY_MIRROR].median_s / by_tool[best].median_s if best else float("nan")
+    paired = paired_ratio(measurements, image.name, OCCY_MIRROR, best) if best else float("nan")
+
+    def fetched(tool: str, ms: Sequence[Measurement] = measurements) -> float:
+        return _median_or_nan([m.served_blob_bytes for m in ms if m.tool == tool and m.counted])
+
+    occy_fetched = fetched(OCCY_MIRROR)
+    rerun_fetched = fetched(OCCY_RERUN, reruns)
+    checks = [
+        Check("tags20", f"{OCCY_MIRROR} / {best or 'skopeo'} (median wall)", ratio, MIRROR_TARGET),
+        Check(
+            "tags20",
+            f"{OCCY_MIRROR} blob bytes fetched / unique blob bytes",
+            occy_fetched / group.unique_bytes,
+            1.0,
+        ),
+        Check("tags20", f"{OCCY_RERUN} median wall", rerun.median_s, RERUN_TARGET_S, " s"),
+    ]
+    headers = ["tool", "runs", "median s", "min s", "peak RSS MiB", "CPU s", "blob MiB fetched",
+               "unique MiB", "referenced MiB", "ratio", "paired", "target", "targets met"]  # fmt: skip
+    rows = []
+    for name in [t.name for t in tools] + [OCCY_RERUN]:
+        sm = rerun if name == OCCY_RERUN else by_tool[name]
+        got = rerun_fetched if name == OCCY_RERUN else fetched(name)
+        r = p = float("nan")
+        target = met = "-"
+        if name == OCCY_MIRROR:
+            r, p = ratio, paired
+            target = f"<={MIRROR_TARGET:g} x {best or '?'}; fetched=unique"
+            misses = [w for c, w in zip(checks[:2], ("time", "bytes"), strict=True) if not c.met]
+            met = "yes" if not misses else "NO: " + ", ".join(misses)
+        elif name == OCCY_RERUN:
+            target = f"<{RERUN_TARGET_S:g} s"
+            met = "yes" if checks[2].met else "NO"
+        if sm.failed:
+            met = "NO: failed" if name in (OCCY_MIRROR, OCCY_RERUN) else "failed"
+        rows.append([
+            name, str(sm.runs), fmt(sm.median_s), fmt(sm.min_s), fmt(sm.peak_rss_mib, 1),
+            fmt(sm.median_cpu_s), _mib(got), _mib(group.unique_bytes), _mib(group.referenced_bytes), fmt(r),
+            fmt(p), target, met,
+        ])  # fmt: skip
+    base = group.first.layers[0]
+    notes = [
+        f"{TAG_COUNT} tags of {group.first.ref}: one {base.size / MiB:.1f} MiB gzip base layer "
+        f"({base.tar_size / MiB:.0f} MiB of tar) shared by all, plus one small layer each "
+        f"({group.first.layers[1].size / KiB:.0f} KiB gzip); unique blob bytes {group.unique_bytes} "
+        f"(layers + {TAG_COUNT} configs), referenced {group.referenced_bytes}.",
+        f"{OCCY_MIRROR}: `occystrap mirror SPEC DIR` into a merged directory; {SKOPEO_SYNC}: "
+        f"`skopeo sync --src docker --dest dir REPO DIR` (one directory per tag, blobs not shared); "
+        f"{SKOPEO_LOOP}: `skopeo copy docker://REPO:TAG oci:DIR:TAG` for each tag into one OCI layout.",
+        f"ratio = occystrap median / median of the faster skopeo way ({best}); paired = median of per-round "
+        "ratios. blob MiB fetched = bytes of GET .../blobs/ bodies in the registry's access log (median).",
+        f"{OCCY_RERUN}: the same `occystrap mirror` again on a complete DIR ({len(reruns) - 1} timed runs "
+        f"after a first full one); blob bytes fetched: {rerun_fetched:.0f} (manifests are asked for again; "
+        "configs DIR holds are read from it; every blob in DIR is re-hashed once).",
+    ]
+    for sm in [*by_tool.values(), rerun]:
+        if sm.failed:
+            notes.append(f"FAILED {sm.tool}: {sm.error.splitlines()[-1] if sm.error else ''}")
+    return ScenarioResult(
+        name="mirror",
+        title=f"mirror {TAG_COUNT} tags sharing a base layer vs skopeo",
+        headers=headers,
+        rows=rows,
+        checks=checks,
+        notes=notes,
+        data={
+            "group": group.describe(),
+            "summaries": [asdict(sm) for sm in [*by_tool.values(), rerun]],
+            "measurements": [asdict(m) for m in measurements],
+        },
+    )
+
+
+@scenario("extracted20", f"fetch-to-extracted --use-unique-names of {TAG_COUNT} tags into one dir: bytes")
+def extracted_loop(ctx: BenchContext) -> ScenarioResult:
+    group = push_tag_group(ctx)
+    image = group.as_image
+
+    def loop_argv(_image: PushedImage, rundir: Path) -> tuple[list[str], Path]:
+        out = rundir / "out"
+        script = (
+            f'for t in {" ".join(group.tags)}; do "{ctx.occystrap}" fetch-to-extracted --quiet '
+            f'--use-unique-names "{group.first.ref}" "$t" "{out}" || exit 1; done'
+        )
+        return ["sh", "-c", script], out
+
+    tool = Tool(OCCY_EXTRACTED, loop_argv, _merged_holds(ctx, group))
+    log(f"timing {OCCY_EXTRACTED}: 1 warm-up + {ctx.args.runs} rounds")
+    measurements = ctx.run_alternating(image, [tool], ctx.args.runs)
+    sm = summarise(image, tool.name, measurements)
+    got = _median_or_nan([m.served_blob_bytes for m in measurements if m.counted])
+    check = Check("tags20", f"{OCCY_EXTRACTED} blob bytes fetched / unique blob bytes",
+                  got / group.unique_bytes, 1.0)  # fmt: skip
+    headers = ["tool", "runs", "median s", "min s", "peak RSS MiB", "blob MiB fetched", "referenced MiB",
+               "unique MiB", "fetched/referenced", "fetched/unique", "target", "targets met"]  # fmt: skip
+    rows = [[
+        tool.name, str(sm.runs), fmt(sm.median_s), fmt(sm.min_s), fmt(sm.peak_rss_mib, 1), _mib(got),
+        _mib(group.referenced_bytes), _mib(group.unique_bytes), fmt(got / group.referenced_bytes, 3),
+        fmt(got / group.unique_bytes, 3), "fetched=unique",
+        "NO: failed" if sm.failed else ("yes" if check.met else "NO"),
+    ]]  # fmt: skip
+    notes = [
+        f"{TAG_COUNT} invocations of `occystrap fetch-to-extracted --use-unique-names REPO TAG DIR`, "
+        "one DIR: a blob already in DIR (re-hashed) is not fetched again, so the base is fetched once.",
+        "referenced = what the tags reference (base counted per tag); unique = every blob once.",
+    ]
+    if sm.failed:
+        notes.append(f"FAILED {sm.tool}: {sm.error.splitlines()[-1] if sm.error else ''}")
+    return ScenarioResult(
+        name="extracted20",
+        title=f"fetch-to-extracted --use-unique-names, {TAG_COUNT} tags into one directory",
+        headers=headers,
+        rows=rows,
+        checks=[check],
+        notes=notes,
+        data={
+            "group": group.describe(),
+            "summary": asdict(sm),
+            "measurements": [asdict(m) for m in measurements],
+        },
+    )
+
+
+# --------------------------------------------------------------------------
+# A root filesystem: fetch-to-extracted --expand vs skopeo copy + umoci unpack
+# --------------------------------------------------------------------------
+
+OCCY_EXPAND = "occystrap-expand"
+SKOPEO_UMOCI = "skopeo+umoci-unpack"
+
+
+def expand_image(args: argparse.Namespace) -> ImageSpec:
+    sizes = (3.0, 2.0, 2.0, 1.0) if args.quick else (80.0, 60.0, 40.0, 20.0)  # 200 MiB of tar, ~110 MiB gzip
+    return ImageSpec(
+        "rootfs", "bench/rootfs", "v1",
+        tuple(LayerSpec(mb, seed=800 + i, max_file_mb=min(mb / 4, 10.0)) for i, mb in enumerate(sizes)),
+    )  # fmt: skip
+
+
+def layer_file_names(layers: Sequence[LayerBlob]) -> set[str]:
+    """Regular files of the final tree (the generated layers have no whiteouts)."""
+    names: set[str] = set()
+    for layer in layers:
+        with tarfile.open(layer.path, "r|gz") as tf:
+            names.update(m.name for m in tf if m.isfile())
+    return names
+
+
+def _tree_files(root: Path) -> set[str]:
+    out = set()
+    for sub, _dirs, files in os.walk(root):
+        for f in files:
+            path = Path(sub) / f
+            if path.is_file() and not path.is_symlink():
+                out.add(path.relative_to(root).as_posix())
+    return out
+
+
+@scenario("expand", "fetch-to-extracted --expand vs skopeo copy to oci + umoci unpack")
+def expand_vs_umoci(ctx: BenchContext) -> ScenarioResult:
+    title = "fetch-to-extracted --expand vs skopeo copy + umoci unpack"
+    if not shutil.which("umoci"):
+        missing = [["umoci is not installed (apt-get install umoci)"]]
+        return ScenarioResult("expand", title, ["skipped"], missing)
+    image = ctx.push_image(expand_image(ctx.args))
+    expected = layer_file_names(image.layers)
+
+    def occystrap_argv(img: PushedImage, rundir: Path) -> tuple[list[str], Path]:
+        out = rundir / "out"
+        return [ctx.occystrap, "fetch-to-extracted", "--quiet", "--expand", img.ref, img.tag, str(out)], out
+
+    def umoci_argv(img: PushedImage, rundir: Path) -> tuple[list[str], Path]:
+        script = (
+            f'skopeo copy --quiet --src-tls-verify=false "docker://{img.ref}:{img.tag}" '
+            f'"oci:{rundir}/oci:{img.tag}" && umoci unpack --image "{rundir}/oci:{img.tag}" "{rundir}/bundle"'
+        )
+        return ["sh", "-c", script], rundir
+
+    def same_tree(root_of: Callable[[Path], Path]) -> Callable[[PushedImage, Path], str | None]:
+        def check(_img: PushedImage, out: Path) -> str | None:
+            try:
+                got = _tree_files(root_of(out))
+            except (OSError, ValueError) as exc:
+                return f"no root filesystem: {exc}"
+            if got != expected:
+                return f"{len(got)} files, expected {len(expected)}; e.g. {sorted(got ^ expected)[:3]}"
+            return None
+
+        return check
+
+    def occystrap_root(out: Path) -> Path:
+        [root] = list((out / "rootfs").iterdir())
+        return root
+
+    tools = [
+        Tool(OCCY_EXPAND, occystrap_argv, same_tree(occystrap_root)),
+        Tool(SKOPEO_UMOCI, umoci_argv, same_tree(lambda out: out / "bundle" / "rootfs")),
+    ]
+    log(f"timing {image.name}: {', '.join(t.name for t in tools)}; 1 warm-up + {ctx.args.runs} rounds")
+    measurements = ctx.run_alternating(image, tools, ctx.args.runs)
+    by_tool = {t.name: summarise(image, t.name, measurements) for t in tools}
+    ratio = by_tool[OCCY_EXPAND].median_s / by_tool[SKOPEO_UMOCI].median_s
+    paired = paired_ratio(measurements, image.name, OCCY_EXPAND, SKOPEO_UMOCI)
+    headers = ["image", "tool", "runs", "median s", "min s", "MiB/s", "peak RSS MiB", "CPU s", "output MiB",
+               "ratio", "paired"]  # fmt: skip
+    rows = []
+    for t in tools:
+        sm = by_tool[t.name]
+        out_mib = _median_or_nan([m.output_bytes for m in measurements if m.tool == t.name and m.rc == 0])
+        mine = t.name == OCCY_EXPAND
+        rows.append([
+            image.name, t.name, str(sm.runs), fmt(sm.median_s), fmt(sm.min_s), fmt(sm.mib_per_s, 1),
+            fmt(sm.peak_rss_mib, 1), fmt(sm.median_cpu_s), _mib(out_mib),
+            fmt(ratio) if mine else "-", fmt(paired) if mine else "-",
+        ])  # fmt: skip
+    notes = [
+        f"{image.name}: {len(image.layers)} gzip layers, {image.compressed_bytes / MiB:.1f} MiB compressed, "
+        f"{image.uncompressed_bytes / MiB:.1f} MiB of tar, {len(expected)} files in the final tree.",
+        f"{OCCY_EXPAND}: `occystrap fetch-to-extracted --expand REF TAG DIR` (blobs, every layer unpacked "
+        "into layers/<hex>/, the final tree in rootfs/<hex>/); "
+        f"{SKOPEO_UMOCI}: `skopeo copy docker://REF:TAG oci:DIR:TAG && umoci unpack --image DIR:TAG BUNDLE` "
+        "(one command line, timed as a whole).",
+        "ratio = occystrap median / skopeo+umoci median; the warm-up outputs' final trees are compared "
+        "with the files the layers hold.",
+    ]
+    for sm in by_tool.values():
+        if sm.failed:
+            notes.append(f"FAILED {sm.tool}: {sm.error.splitlines()[-1] if sm.error else ''}")
+    return ScenarioResult(
+        name="expand",
+        title=title,
+        headers=headers,
+        rows=rows,
+        notes=notes,
+        data={
+            "image": image.describe(),
+            "summaries": [asdict(sm) for sm in by_tool.values()],
+            "measurements": [asdict(m) for m in measurements],
+        },
+    )
 
 
 # ==========================================================================
@@ -1067,7 +1513,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.list:
         for name, (_fn, default, desc) in SCENARIOS.items():
-            print(f"{name:<10} {'(default) ' if default else ''}{desc}")
+            print(f"{name:<12} {'(default) ' if default else ''}{desc}")
         return 0
     for tool in (GNU_TIME, "docker-registry", "skopeo"):
         if not shutil.which(tool):

@@ -56,6 +56,7 @@ from occystrap.verify import decoder_for
 CHUNK = 1024 * 1024
 DEFAULT_WORKERS = max(1, min(4, os.cpu_count() or 1))
 _HEX64 = re.compile(r"[a-f0-9]{64}")
+_DIGEST = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 
 # Problem kinds, stable for --json consumers.
 MISSING = "missing"
@@ -103,7 +104,8 @@ class Result:
         head = "OK" if self.ok else f"FAILED ({len(self.problems)} problem(s))"
         return (
             f"{head}: {self.path} ({self.layout}): {_plural(self.images, 'image')}, "
-            f"{_plural(self.manifests, 'manifest')}, {_plural(self.blobs, 'blob')} ({_human(self.bytes)}) "
+            + (f"{_plural(self.manifests, 'manifest')}, " if self.manifests else "")
+            + f"{_plural(self.blobs, 'blob')} ({_human(self.bytes)}) "
             f"re-hashed, {_plural(self.diff_ids, 'diff_id')} checked"
         )
 
@@ -449,8 +451,17 @@ class _Verifier:
         self.configs[name] = out
         return out
 
+    def blob_name(self, digest: str, who: str) -> str | None:
+        """blobs/<algo>/<hex> for a well-formed digest; a malformed one is a problem, never a path."""
+        if _DIGEST.fullmatch(digest):
+            return layout.blob_path(digest)
+        self.problem(who, f"names a malformed digest {digest!r}", MANIFEST)
+        return None
+
     def manifest(self, digest: str, size: int | None, media: str, label: str) -> _Manifest | None:
-        name = layout.blob_path(digest)
+        name = self.blob_name(digest, f"manifest of {label}")
+        if name is None:
+            return None
         self.claim(name, f"manifest of {label}", digest, size)
         if digest in self.manifests:
             return self.manifests[digest]
@@ -471,6 +482,10 @@ class _Verifier:
             config, layers = parse_manifest(data, media or DOCKER_MANIFEST, label)
         except ManifestError as exc:
             self.problem(name, str(exc), MANIFEST)
+            return None
+        bad = [d.digest for d in (config, *layers) if not _DIGEST.fullmatch(d.digest)]
+        if bad:
+            self.problem(name, f"manifest of {label} names a malformed digest {bad[0]!r}", MANIFEST)
             return None
         config_name = layout.blob_path(config.digest)
         self.claim(config_name, f"config of {label}", config.digest, config.size)
@@ -504,7 +519,10 @@ class _Verifier:
             self.problem(name, str(exc), MANIFEST)
             return
         for entry in entries:
-            if self.store.size(layout.blob_path(entry.digest)) is not None:
+            if (
+                _DIGEST.fullmatch(entry.digest)
+                and self.store.size(layout.blob_path(entry.digest)) is not None
+            ):
                 plat = f" {entry.platform}" if entry.platform else ""
                 self.manifest(entry.digest, entry.size, entry.media_type, f"{label}{plat}")
 
@@ -549,6 +567,9 @@ class _Verifier:
         doc = self.read_json("manifest.json", data)
         if doc is None:
             return
+        if isinstance(doc, dict) and "layers" in doc and not has_index:
+            self._dir_transport(data)
+            return
         if not isinstance(doc, list):
             self.problem("manifest.json", "is not a JSON list", MANIFEST)
             return
@@ -576,6 +597,32 @@ class _Verifier:
                     f"has config {config_name}",
                     TAGS,
                 )
+
+    def _dir_transport(self, data: bytes) -> None:
+        """skopeo's dir: transport: manifest.json is the image manifest, each blob a file named <hex>."""
+        label = "manifest.json"
+        try:
+            config, layers = parse_manifest(data, DOCKER_MANIFEST, label)
+        except ManifestError as exc:
+            self.problem(label, str(exc), MANIFEST)
+            return
+        self.images += 1
+        bad = [d.digest for d in (config, *layers) if not _DIGEST.fullmatch(d.digest)]
+        if bad:
+            self.problem(label, f"names a malformed digest {bad[0]!r}", MANIFEST)
+            return
+        config_name = config.digest.partition(":")[2]
+        self.claim(config_name, "config of manifest.json", config.digest, config.size)
+        _doc, diff_ids, _ = self.config(config_name, config.digest, label)
+        if diff_ids is not None and len(diff_ids) != len(layers):
+            self.problem(
+                label, f"lists {len(layers)} layers but its config has {len(diff_ids)} diff_ids", MANIFEST
+            )
+            diff_ids = None
+        for i, layer in enumerate(layers):
+            who = f"layer {i + 1} of manifest.json"
+            diff_id = diff_ids[i] if diff_ids else None
+            self.claim(layer.digest.partition(":")[2], who, layer.digest, layer.size, diff_id)
 
     def _docker_entry(self, i: int, entry: Any, has_index: bool, tagged: dict[str, tuple[int, str]]) -> None:
         where = f"manifest.json[{i}]"
@@ -798,7 +845,7 @@ class _Verifier:
         for diff_id, who in claim.diff_ids.items():
             if diff_id != diff:
                 return Problem(
-                    name, f"uncompresses to {diff}, but the config of {who} says {diff_id}", DIFF_ID
+                    name, f"uncompresses to {diff}, but the config says {diff_id} for {who}", DIFF_ID
                 )
         return None
 

@@ -120,9 +120,9 @@ def mirror_cmd(
         names = [s.name for s in wanted.images] if wanted is not None else sorted(lock)
         reporter.emit(RunStarted(tuple(names), str(dest)))
         if wanted is not None:
-            result = await mirror.plan(client, wanted, platform, keep_going, reporter)
+            result = await mirror.plan(client, wanted, platform, keep_going, reporter, dest)
         else:
-            result = await mirror.plan_from_lock(client, lock, platform, keep_going, reporter)
+            result = await mirror.plan_from_lock(client, lock, platform, keep_going, reporter, dest)
         if dry_run:
             if as_json:
                 click.echo(json.dumps(mirror.dry_run_json(result, dest), indent=2))

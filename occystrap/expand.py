@@ -20,6 +20,7 @@ from occystrap.errors import UnsafeArchiveError
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
+AUFS_META = ".wh..wh."
 COPY_CHUNK = 1024 * 1024
 
 
@@ -195,6 +196,10 @@ class TreeWriter:
             return
         name = rel.rpartition("/")[2]
         if not self.keep_whiteouts and name.startswith(WHITEOUT):
+            # `.wh..wh.*` other than the opaque marker are aufs bookkeeping (hard-link
+            # pool, private dirs): Docker neither applies nor keeps them.
+            if name.startswith(AUFS_META) and name != OPAQUE:
+                return
             self._whiteout(rel)
             return
         path = self._host_path(rel)

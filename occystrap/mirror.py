@@ -28,19 +28,20 @@ from occystrap.errors import ManifestError, OccystrapError, PlatformNotFoundErro
 from occystrap.events import ImageResolved, NullReporter, Reporter
 from occystrap.model import (
     INDEX_TYPES,
+    MAX_MANIFEST_BYTES,
     Descriptor,
     Image,
-    Layer,
     Platform,
     build_image,
     choose_platform,
     load_json,
     parse_index,
     parse_manifest,
+    sha256_digest,
 )
 from occystrap.reference import Reference
 from occystrap.registry import RegistryClient
-from occystrap.sinks.base import BlobTarget, Sink, write_atomic
+from occystrap.sinks.base import Sink, write_atomic
 from occystrap.sinks.directory import DirectorySink
 from occystrap.sinks.tarball import TarballSink
 from occystrap.spec import ImageSpec, MirrorSpec, select_tags
@@ -97,36 +98,6 @@ def lock_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".lock") if is_tarball(dest) else dest / LOCK_NAME
 
 
-class VerifiedOnce:
-    """A sink whose has_layer answer is kept per digest.
-
-    The engine asks once per image that uses a layer; a base layer shared by 20 tags would
-    otherwise be re-hashed 20 times on every incremental run.
-    """
-
-    def __init__(self, sink: Sink) -> None:
-        self.sink = sink
-        self._held: dict[str, bool] = {}
-        for name in ("path", "root"):  # what the engine names the destination by
-            if hasattr(sink, name):
-                setattr(self, name, getattr(sink, name))
-
-    def has_layer(self, layer: Layer) -> bool:
-        digest = layer.descriptor.digest
-        if digest not in self._held:
-            self._held[digest] = self.sink.has_layer(layer)
-        return self._held[digest]
-
-    def open_layer(self, layer: Layer) -> BlobTarget:
-        return self.sink.open_layer(layer)
-
-    def commit(self, images: list[Image]) -> None:
-        self.sink.commit(images)
-
-    def abort(self, keep: bool) -> None:
-        self.sink.abort(keep)
-
-
 def make_sink(dest: Path) -> Sink:
     if is_tarball(dest):
         if dest.is_dir():
@@ -134,7 +105,7 @@ def make_sink(dest: Path) -> Sink:
         return TarballSink(dest)
     if dest.exists() and not dest.is_dir():
         raise UsageError(f"{dest} exists and is not a directory")
-    return VerifiedOnce(DirectorySink(dest, unique_names=True))
+    return DirectorySink(dest, unique_names=True)
 
 
 # --- planning ----------------------------------------------------------------
@@ -178,10 +149,24 @@ def _config_platform(config_bytes: bytes, what: str) -> Platform:
 
 
 class Planner:
-    def __init__(self, client: RegistryClient, default_platform: Platform) -> None:
+    """Resolves tags to images. `local`: a merged directory whose configs may be read instead of
+    fetched (an incremental run then asks the registry for manifests only)."""
+
+    def __init__(self, client: RegistryClient, default_platform: Platform, local: Path | None = None) -> None:
         self.client = client
         self.default = default_platform
+        self.local = local
         self.limiter = anyio.CapacityLimiter(RESOLVE_PARALLEL)
+
+    def _local_blob(self, desc: Descriptor) -> bytes | None:
+        """A small blob DEST already holds, when it is exactly what `desc` names (else None)."""
+        if self.local is None or desc.size > MAX_MANIFEST_BYTES:
+            return None
+        try:
+            data = (self.local / layout.blob_path(desc.digest)).read_bytes()
+        except (OSError, ValueError):
+            return None
+        return data if len(data) == desc.size and sha256_digest(data) == desc.digest else None
 
     async def _manifest(self, ref: Reference, target: str | None = None) -> tuple[bytes, str, str]:
         async with self.limiter:
@@ -190,8 +175,10 @@ class Planner:
     async def _image(self, ref: Reference, data: bytes, media: str, digest: str) -> tuple[Image, Platform]:
         what = str(ref)
         config_desc, _ = parse_manifest(data, media, what)
-        async with self.limiter:
-            config = await self.client.get_small_blob(ref, config_desc)
+        config = await anyio.to_thread.run_sync(self._local_blob, config_desc)
+        if config is None:
+            async with self.limiter:
+                config = await self.client.get_small_blob(ref, config_desc)
         image = build_image(ref, Descriptor(media, digest, len(data)), data, config)
         return image, _config_platform(config, what)
 
@@ -293,6 +280,10 @@ class Planner:
         return out
 
 
+def _local_dir(dest: Path | None) -> Path | None:
+    return dest if dest is not None and not is_tarball(dest) and dest.is_dir() else None
+
+
 def _lock_ref(name: str) -> Reference:
     from occystrap import reference
 
@@ -360,9 +351,11 @@ async def plan(
     default_platform: Platform,
     keep_going: bool = False,
     reporter: Reporter | None = None,
+    dest: Path | None = None,
 ) -> Plan:
-    """Resolve every image, tag and platform the spec names, concurrently."""
-    planner = Planner(client, default_platform)
+    """Resolve every image, tag and platform the spec names, concurrently (configs a merged
+    directory `dest` already holds are read from it)."""
+    planner = Planner(client, default_platform, _local_dir(dest))
     jobs: list[tuple[str, Callable[[], Awaitable[list[Planned]]]]] = [
         (s.name, lambda s=s: planner.plan_image(s))  # type: ignore[misc]
         for s in spec.images
@@ -379,8 +372,9 @@ async def plan_from_lock(
     default_platform: Platform,
     keep_going: bool = False,
     reporter: Reporter | None = None,
+    dest: Path | None = None,
 ) -> Plan:
-    planner = Planner(client, default_platform)
+    planner = Planner(client, default_platform, _local_dir(dest))
     jobs: list[tuple[str, Callable[[], Awaitable[list[Planned]]]]] = [
         (name, lambda n=name, t=tags: planner.plan_locked(n, t))  # type: ignore[misc]
         for name, tags in sorted(lock.items())

@@ -108,7 +108,14 @@ def is_loopback_host(host: str) -> bool:
 
 
 def _looks_like_host(component: str) -> bool:
-    return "." in component or ":" in component or component.startswith("[") or component == "localhost"
+    # Docker's rule: a dot, a port, localhost, or any capital letter (repositories are lowercase).
+    return (
+        "." in component
+        or ":" in component
+        or component.startswith("[")
+        or component == "localhost"
+        or component != component.lower()
+    )
 
 
 def parse(name: str, tag: str | None = None) -> Reference:

@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 READ_BUFSIZE = 1024 * 1024
+PROGRESS_RESET = 4 * 1024 * 1024
 MAX_REDIRECTS = 5
 
 
@@ -534,6 +535,9 @@ class RegistryClient:
         path = f"/v2/{ref.repository}/blobs/{desc.digest}"
         received = offset
         tries = 0
+        # Only real progress earns fresh retries: a link that breaks every few kilobytes
+        # must still run out of attempts rather than crawl on for ever.
+        progress_mark = offset
         while True:
             headers = {"Range": f"bytes={received}-"} if received else {}
             try:
@@ -563,7 +567,8 @@ class RegistryClient:
                             raise IntegrityError(
                                 f"blob {desc.digest} is larger than the {desc.size} bytes its descriptor says"
                             )
-                        tries = 0
+                        if received - progress_mark >= PROGRESS_RESET:
+                            tries, progress_mark = 0, received
                         yield chunk
                     if received < desc.size:
                         raise _Retryable(f"body ended at byte {received} of {desc.size}")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -144,14 +144,23 @@ def parse(text: str, where: str = "spec") -> MirrorSpec:
 
 
 def from_refs(refs: Sequence[str]) -> MirrorSpec:
-    """The spec `--image REF[:TAG]` options describe: one image per option."""
-    out = []
+    """The spec `--image REF[:TAG]` options describe: one image per repository, its tags and
+    digests merged (`--image app:v1 --image app:v2` is app with tags v1 and v2)."""
+    merged: dict[str, ImageSpec] = {}
     for text in refs:
         try:
-            out.append(_image({"name": text}, f"--image {text}"))
+            one = _image({"name": text}, f"--image {text}")
         except ManifestError as exc:
             raise UsageError(str(exc)) from None
-    return MirrorSpec(tuple(out))
+        seen = merged.get(one.name)
+        if seen is not None:
+            one = replace(
+                seen,
+                tags=tuple(dict.fromkeys((*seen.tags, *one.tags))),
+                digests=tuple(dict.fromkeys((*seen.digests, *one.digests))),
+            )
+        merged[one.name] = one
+    return MirrorSpec(tuple(merged.values()))
 
 
 def _image(item: Any, where: str) -> ImageSpec:

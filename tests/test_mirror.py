@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,16 @@ def test_select_tags(kwargs: dict[str, Any], want: list[str]) -> None:
 def test_semver_order_puts_prereleases_first() -> None:
     tags = ["1.0.0", "1.0.0-rc.2", "1.0.0-rc.10", "0.9", "1.0.0-alpha"]
     assert spec.newest(tags, 5) == ["1.0.0", "1.0.0-rc.10", "1.0.0-rc.2", "1.0.0-alpha", "0.9"]
+
+
+def test_image_options_of_one_repository_merge() -> None:
+    digest = "sha256:" + "b" * 64
+    merged = spec.from_refs(
+        ["reg.example/app:v1", "busybox", "reg.example/app:v2", f"reg.example/app@{digest}"]
+    )
+    app, busybox = merged.images
+    assert app.name == "reg.example/app" and app.tags == ("v1", "v2") and app.digests == (digest,)
+    assert busybox.name == "docker.io/library/busybox" and busybox.tags == ("latest",)
 
 
 def test_spec_parse_defaults_and_inline_tags() -> None:
@@ -107,18 +118,35 @@ def _blob_gets(registry: Registry, digest: str) -> int:
     return registry.request_count(f"/blobs/{digest}", method="GET")
 
 
+def _json_lines(stderr: str) -> list[dict[str, Any]]:
+    """--progress json: every stderr line is one JSON object (a failing run adds its error line last)."""
+    lines = stderr.splitlines()
+    if lines and lines[-1].startswith("occystrap: error:"):
+        lines = lines[:-1]
+    return [json.loads(line) for line in lines]
+
+
 def test_mirror_many_tags_shares_the_base_and_reruns_fetch_nothing(
     registry: Registry, tmp_path: Path
 ) -> None:
-    base, built = _family("many", 22)
+    base, built = _family("many", 24)
     repo = f"{registry.host}/mirror/many"
-    tags = [f"v1.{i}.0" for i in range(len(built))]
-    for tag, image in zip(tags, built, strict=True):
+    tags = [f"v1.{i}.0" for i in range(22)]
+    for tag, image in zip(tags, built, strict=False):
         registry.push_image("mirror/many", tag, image)
     spec_file = tmp_path / "s.yaml"
     spec_file.write_text(f"images:\n  - name: {repo}\n    include: ['^v1\\.']\n")
     dest = tmp_path / "m"
-    ok("mirror", "-q", str(spec_file), str(dest))
+    proc = ok("mirror", "--progress", "json", str(spec_file), str(dest))
+    events = _json_lines(proc.stderr)  # nothing but the reporter's lines on stderr
+    resolved = [e for e in events if e["event"] == "ImageResolved"]
+    assert sorted(e["image"] for e in resolved) == sorted(f"{repo}:{t}" for t in tags)
+    assert all(e["platform"] == "linux/amd64" and e["blobs"] == 2 for e in resolved)
+    assert events[0]["event"] == "RunStarted" and events[0]["images"] == [repo]
+    summary = events[-1]
+    assert summary["event"] == "Summary" and summary["images"] == summary["images_total"] == 22
+    infos = [e["message"] for e in events if e["event"] == "Info"]
+    assert f"{repo}: 22 new (v1.0.0, v1.1.0, v1.10.0, v1.11.0, v1.12.0, +17 more)" in infos
     assert set(_catalog(dest)[repo]) == set(tags)
     assert _blob_gets(registry, base.digest) == 1
     lock = json.loads((dest / "occystrap.lock").read_text())
@@ -128,12 +156,69 @@ def test_mirror_many_tags_shares_the_base_and_reruns_fetch_nothing(
     index = json.loads((dest / "index.json").read_text())
     assert len(index["manifests"]) == len(tags)
 
-    layers = {l.digest for i in built for l in i.layers}
-    before = {d: _blob_gets(registry, d) for d in layers}
+    blobs = {l.digest for i in built for l in i.layers} | {i.config_digest for i in built}
+    before = {d: _blob_gets(registry, d) for d in blobs}
     proc = ok("mirror", "--progress", "plain", str(spec_file), str(dest))
-    # Configs are read again while planning; no layer blob is downloaded again.
-    assert {d: _blob_gets(registry, d) for d in layers} == before
+    # Manifests are asked for again (tags move); no blob is downloaded, not even a config.
+    assert {d: _blob_gets(registry, d) for d in blobs} == before
     assert "mirrored 22 tag(s)" in proc.stderr
+    assert f"{repo}: 22 unchanged\n" in proc.stderr
+
+    # A new tag and a tag that moved: only their own layers are fetched, and the change is named.
+    registry.push_image("mirror/many", "v1.22.0", built[22])
+    registry.push_image("mirror/many", "v1.0.0", built[23])
+    proc = ok("mirror", "--progress", "plain", str(spec_file), str(dest))
+    assert f"{repo}: 1 new (v1.22.0), 1 updated (v1.0.0), 21 unchanged\n" in proc.stderr
+    after = {d: _blob_gets(registry, d) for d in blobs}
+    fetched = {d for d in blobs if after[d] != before[d]}
+    assert fetched == {i.layers[1].digest for i in built[22:]} | {i.config_digest for i in built[22:]}
+    assert all(after[d] - before[d] == 1 for d in fetched)
+    assert _catalog(dest)[repo]["v1.0.0"]["manifest_digest"] == built[23].manifest_digest
+
+
+def test_bundles_from_one_lock_are_byte_identical(registry: Registry, tmp_path: Path) -> None:
+    _, built = _family("same", 3, fmt="oci")
+    for i, image in enumerate(built):
+        registry.push_image("mirror/same", f"t{i}", image)
+    amd = images.build_image([[Entry.file("arch", b"amd64 same\n")]], fmt="oci", arch="amd64")
+    arm = images.build_image([[Entry.file("arch", b"arm64 same\n")]], fmt="oci", arch="arm64", variant="v8")
+    registry.push_index("mirror/same-multi", "v1", images.build_index([amd, arm]))
+    spec_file = tmp_path / "s.yaml"
+    spec_file.write_text(
+        f"images:\n  - name: {registry.host}/mirror/same-multi\n    tags: [v1]\n    platforms: all\n"
+        f"  - name: {registry.host}/mirror/same\n    include: ['^t']\n"
+    )
+    first = tmp_path / "first.tar"
+    ok("mirror", "-q", "-j", "8", str(spec_file), str(first))
+    outputs = [first]
+    for name, parallel in (("a.tar", "1"), ("b.tar", "3"), ("a.tar", "8")):  # a.tar is rewritten in place
+        out = tmp_path / name
+        shutil.copy(tmp_path / "first.tar.lock", tmp_path / f"{name}.lock")
+        ok("mirror", "-q", "-j", parallel, "--locked", str(out))
+        outputs.append(out)
+        assert out.read_bytes() == first.read_bytes(), f"{out} differs from {first}"
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left behind
+
+    with tarfile.open(first) as tf:
+        members = tf.getmembers()
+        index_bytes = tf.extractfile("index.json").read()  # type: ignore[union-attr]
+    assert all(
+        (m.mtime, m.uid, m.gid, m.uname, m.gname, m.mode, m.type) == (0, 0, 0, "", "", 0o644, tarfile.REGTYPE)
+        for m in members
+    )
+    names = [m.name for m in members]
+    assert names[-3:] == ["oci-layout", "index.json", "manifest.json"] and len(set(names)) == len(names)
+    index = json.loads(index_bytes)
+    assert index_bytes == json.dumps(index, indent=2).encode() + b"\n"
+    refs = [e["annotations"]["org.opencontainers.image.ref.name"] for e in index["manifests"]]
+    host = registry.host
+    assert refs == [
+        f"{host}/mirror/same:t0",
+        f"{host}/mirror/same:t1",
+        f"{host}/mirror/same:t2",
+        f"{host}/mirror/same-multi:v1",
+        f"{host}/mirror/same-multi@{arm.manifest_digest}",
+    ]
 
 
 def test_tag_filters_pick_the_newest_matching(registry: Registry, tmp_path: Path) -> None:
@@ -239,6 +324,22 @@ def test_dry_run_writes_nothing_and_counts_sharing(registry: Registry, tmp_path:
     held = base.size + built[0].layers[1].size
     assert "already holds 2 blobs" in proc.stdout and f"({held} bytes)" in proc.stdout
     assert "would fetch 2 blobs" in proc.stdout
+    assert "2 new (v1, v2), 1 unchanged" in proc.stdout
+
+    proc = ok("mirror", "--dry-run", "--json", str(spec_file), str(dest))
+    assert proc.stderr == ""
+    doc = json.loads(proc.stdout)
+    repo = f"{registry.host}/mirror/dry"
+    assert doc["fetch"] == {"blobs": 2, "bytes": built[1].layers[1].size + built[2].layers[1].size}
+    assert doc["present"] == {"blobs": 2, "bytes": held}
+    assert doc["shared_bytes"] == 2 * base.size and doc["failed"] == {}
+    tags = doc["images"][repo]["tags"]
+    assert {k: v["status"] for k, v in tags.items()} == {"v0": "unchanged", "v1": "new", "v2": "new"}
+    assert tags["v1"]["platforms"] == {"linux/amd64": built[1].manifest_digest}
+    assert tags["v0"]["previous"] == {"linux/amd64": built[0].manifest_digest}
+    assert doc["images"][repo]["counts"] == {"new": 2, "updated": 0, "unchanged": 1}
+    assert set(_catalog(dest)[repo]) == {"v0"}  # a dry run writes nothing
+    fails("mirror", "--json", str(spec_file), str(dest))  # --json describes a dry run only
 
 
 def test_keep_going_names_the_failures(registry: Registry, tmp_path: Path) -> None:
@@ -256,6 +357,15 @@ def test_keep_going_names_the_failures(registry: Registry, tmp_path: Path) -> No
     assert "1 image(s) failed" in proc.stderr
     assert list(_catalog(dest)) == [f"{registry.host}/mirror/keep"]
     assert list(json.loads((dest / "occystrap.lock").read_text())) == [f"{registry.host}/mirror/keep"]
+    # While the display runs, the failures are events; the one error line comes after it.
+    proc = fails("mirror", "--progress", "json", "--keep-going", str(spec_file), str(dest))
+    events = _json_lines(proc.stderr)
+    warnings = [e["message"] for e in events if e["event"] == "Warning"]
+    assert len(warnings) == 1 and warnings[0].startswith(f"failed: {registry.host}/mirror/absent: ")
+    assert f"{registry.host}/mirror/keep: 1 unchanged" in [
+        e["message"] for e in events if e["event"] == "Info"
+    ]
+    assert events[-1]["event"] == "Summary" and not events[-1]["ok"]
 
 
 def test_list_tags_and_inspect_print_on_stdout_only(registry: Registry) -> None:
