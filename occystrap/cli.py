@@ -9,22 +9,22 @@ import sys
 import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio
 import click
 
 from occystrap import reference
-from occystrap.engine import DEFAULT_PARALLEL, Engine
 from occystrap.errors import OccystrapError, UsageError
 from occystrap.events import Event, Info, RunStarted
-from occystrap.layout import as_served, blob_path
 from occystrap.model import Platform
-from occystrap.registry import ClientOptions, RegistryClient
-from occystrap.sinks.directory import DirectorySink
-from occystrap.sinks.tarball import TarballSink, write_tarball
-from occystrap.sources import layoutdir
-from occystrap.sources.tarball import TarballSource
+from occystrap.tuning import DEFAULT_PARALLEL
+
+if TYPE_CHECKING:
+    # Imported where used: aiohttp and friends cost start-up time that
+    # `--help`, `verify` and the local commands never need.
+    from occystrap.engine import Engine
+    from occystrap.registry import RegistryClient
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -171,6 +171,9 @@ def setup_logging(reporter: CliReporter) -> None:
 
 def run(opts: dict[str, Any], body: Callable[[RegistryClient, Engine, Platform], Awaitable[None]]) -> None:
     """Set up client, engine and reporter; run body; map errors to one line and an exit code."""
+    from occystrap.engine import Engine
+    from occystrap.registry import ClientOptions, RegistryClient
+
     try:
         platform = Platform.parse(opts["platform"])
     except ValueError as exc:
@@ -290,6 +293,8 @@ def fetch_to_tarfile(image: str, tag: str, output: Path, uncompressed_layers: bo
     if output.is_dir():
         raise UsageError(f"{output} is a directory")
 
+    from occystrap.sinks.tarball import TarballSink
+
     async def body(client: RegistryClient, engine: Engine, platform: Platform) -> None:
         engine.reporter.emit(RunStarted((str(ref),), str(output)))
         images = await engine.resolve_all([ref], platform)
@@ -339,6 +344,8 @@ def fetch_to_extracted(
     if directory.exists() and not directory.is_dir():
         raise UsageError(f"{directory} exists and is not a directory")
 
+    from occystrap.sinks.directory import DirectorySink
+
     async def body(client: RegistryClient, engine: Engine, platform: Platform) -> None:
         engine.reporter.emit(RunStarted((str(ref),), str(directory)))
         images = await engine.resolve_all([ref], platform)
@@ -387,6 +394,10 @@ def recreate_image(directory: Path, image: str, tag: str, output: Path, **opts: 
     ref = parse_ref(image, tag)
 
     def work(note: Callable[[str], None]) -> None:
+        from occystrap.layout import as_served, blob_path
+        from occystrap.sinks.tarball import write_tarball
+        from occystrap.sources import layoutdir
+
         img = layoutdir.load_image(directory, ref)
         layoutdir.verify_layers(directory, img)
         write_tarball(output, [as_served(img)], lambda layer: directory / blob_path(layer.descriptor.digest))
@@ -413,6 +424,9 @@ def tarfile_to_extracted(
     """
 
     def work(note: Callable[[str], None]) -> None:
+        from occystrap.sinks.directory import DirectorySink
+        from occystrap.sources.tarball import TarballSource
+
         source = TarballSource(tarball)
         try:
             found = source.images()

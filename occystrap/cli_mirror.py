@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from occystrap import check, mirror, spec
+from occystrap import check
 from occystrap.cli import main, parse_ref, registry_options, run, wrap_errors
-from occystrap.engine import Engine
 from occystrap.errors import ManifestError, PlatformNotFoundError, UsageError
 from occystrap.events import Info, RunStarted, Warning_
 from occystrap.model import (
@@ -24,7 +23,12 @@ from occystrap.model import (
     parse_index,
     parse_manifest,
 )
-from occystrap.registry import RegistryClient
+
+if TYPE_CHECKING:
+    # Imported where used, so `verify` and `--help` start without aiohttp.
+    from occystrap import mirror, spec
+    from occystrap.engine import Engine
+    from occystrap.registry import RegistryClient
 
 
 @main.command("mirror")
@@ -90,6 +94,8 @@ def mirror_cmd(
         raise UsageError("expected [SPEC.yaml] DEST")
     dest = Path(paths[-1])
     spec_path = Path(paths[0]) if len(paths) == 2 else None
+    from occystrap import mirror, spec
+
     lock_file = mirror.lock_path(dest)
     lock: mirror.Lock = {}
     wanted: spec.MirrorSpec | None = None

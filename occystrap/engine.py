@@ -33,11 +33,11 @@ from occystrap.events import (
 from occystrap.model import Image, Layer, Platform
 from occystrap.reference import Reference
 from occystrap.registry import RegistryClient
-from occystrap.sinks.base import BlobTarget, Sink
+from occystrap.sinks.base import BlobBusy, BlobTarget, Sink
+from occystrap.tuning import DEFAULT_PARALLEL
 from occystrap.verify import BlobCheck
 
 BATCH = 1024 * 1024
-DEFAULT_PARALLEL = 4
 
 
 @dataclass(frozen=True)
@@ -121,8 +121,12 @@ class Engine:
 
     async def _fetch_layer(self, job: _Job, sink: Sink) -> None:
         desc = job.layer.descriptor
+        opened = await self._open(job, sink)
+        if opened is None:
+            self.reporter.emit(BlobSkipped(desc.digest, desc.size, job.images[0], "present"))
+            return
+        target: BlobTarget = opened
         async with self.limiter:
-            target: BlobTarget = sink.open_layer(job.layer)
             try:
                 offset = target.prefix_size()
                 if offset > desc.size:
@@ -144,6 +148,19 @@ class Engine:
                     await anyio.to_thread.run_sync(target.abort, keep)
                 raise
         self.reporter.emit(BlobDone(desc.digest, desc.size))
+
+    async def _open(self, job: _Job, sink: Sink) -> BlobTarget | None:
+        """The layer's target, waiting (cancellably) while another process fetches the same blob."""
+        waiting = False
+        while True:
+            try:
+                return await anyio.to_thread.run_sync(sink.open_layer, job.layer)
+            except BlobBusy:
+                if not waiting:
+                    waiting = True
+                    digest = job.layer.descriptor.digest
+                    self.reporter.emit(Info(f"{digest[7:19]} is being fetched by another process: waiting"))
+                await anyio.sleep(0.2)
 
     async def _transfer(self, job: _Job, target: BlobTarget, offset: int) -> int:
         desc = job.layer.descriptor

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, ok
+from tests.helpers import ROOT, fails, ok
 from tests.support import images
 from tests.support.faultproxy import Fault, FaultProxy
 from tests.support.images import BuiltImage
@@ -188,3 +188,33 @@ def test_tampered_partial_is_not_trusted(proxy: FaultProxy, image: BuiltImage, t
     # The resumed digest failed, so the blob was fetched again from its first byte.
     assert proxy.seen(big.digest, "GET")[-1].range is None
     assert images.sha256_digest((target / "blobs/sha256" / big.digest[7:]).read_bytes()) == big.digest
+
+
+def test_second_run_on_the_same_output_is_refused_while_the_first_runs(
+    proxy: FaultProxy, image: BuiltImage, tmp_path: Path
+) -> None:
+    big = image.layers[0]
+    proxy.add(Fault(match=big.digest, stall=60, stall_at=STALL_AT))
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    out = outdir / "app.tar"
+    first = _start(proxy, "fetch-to-tarfile", out, tmp_path)
+    try:
+        _wait_for_tar_progress(outdir, 1024 * 1024, first)
+        proc = fails("fetch-to-tarfile", "-q", f"{proxy.host}/{REPO}", TAG, str(out),
+                     env={"DOCKER_CONFIG": str(tmp_path / "none")})  # fmt: skip
+        assert "another occystrap run is writing" in proc.stderr and str(out) in proc.stderr
+        assert first.poll() is None  # the first run was not disturbed
+    finally:
+        first.kill()
+        first.wait(timeout=10)
+    # ...and what it wrote still resumes.
+    ok(
+        "fetch-to-tarfile",
+        "-q",
+        f"{proxy.host}/{REPO}",
+        TAG,
+        str(out),
+        env={"DOCKER_CONFIG": str(tmp_path / "none")},
+    )
+    assert (proxy.seen(big.digest, "GET")[-1].range or "").startswith("bytes=")

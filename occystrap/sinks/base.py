@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -32,6 +32,10 @@ class BlobTarget(Protocol):
         ...
 
 
+class BlobBusy(Exception):
+    """Another process is downloading this blob into the same destination right now."""
+
+
 class Sink(Protocol):
     def begin(self, images: list[Image]) -> None:
         """Called once, before anything is fetched, with every image of the run."""
@@ -41,7 +45,10 @@ class Sink(Protocol):
         """True when the destination already holds this layer, verified."""
         ...
 
-    def open_layer(self, layer: Layer) -> BlobTarget: ...
+    def open_layer(self, layer: Layer) -> BlobTarget | None:
+        """Where to write the layer; None if it became present meanwhile (another process
+        fetched it); raises BlobBusy while another process is fetching it."""
+        ...
 
     def commit(self, images: list[Image]) -> None:
         """Write what makes the output complete; called in a worker thread, last."""
@@ -121,7 +128,10 @@ class PartialFile:
 class RawBlobTarget:
     """The blob as served, resumable; optionally a plain (uncompressed) copy beside it."""
 
-    def __init__(self, final: Path, plain: Path | None = None) -> None:
+    def __init__(
+        self, final: Path, plain: Path | None = None, on_close: Callable[[], None] | None = None
+    ) -> None:
+        self._on_close = on_close
         self.wants_raw = True
         self.wants_plain = plain is not None
         self._raw = PartialFile(final)
@@ -147,14 +157,25 @@ class RawBlobTarget:
         self._plain.write(data)
 
     def commit(self, plain_size: int) -> None:
-        if self._plain is not None:
-            self._plain.commit()
-        self._raw.commit()
+        try:
+            if self._plain is not None:
+                self._plain.commit()
+            self._raw.commit()
+        finally:
+            self._close()
 
     def abort(self, keep: bool) -> None:
-        if self._plain is not None:
-            self._plain.abort()
-        self._raw.abort(keep)
+        try:
+            if self._plain is not None:
+                self._plain.abort()
+            self._raw.abort(keep)
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        if self._on_close is not None:
+            self._on_close()
+            self._on_close = None
 
 
 def write_atomic(final: Path, data: bytes) -> None:

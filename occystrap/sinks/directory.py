@@ -15,16 +15,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from occystrap import catalog, layout
 from occystrap.errors import ManifestError
 from occystrap.expand import ExpandStats, TreeWriter, apply_layer
 from occystrap.model import Image, Layer, load_json
-from occystrap.sinks.base import RawBlobTarget, write_atomic
+from occystrap.sinks.base import BlobBusy, RawBlobTarget, write_atomic
 from occystrap.verify import file_digest, open_plain
 
 LOCK = ".occystrap.lock"
+LOCKS = ".occystrap-locks"  # one lock file per blob being downloaded
 
 
 class DirectorySink:
@@ -57,8 +58,19 @@ class DirectorySink:
         path.unlink()
         return False
 
-    def open_layer(self, layer: Layer) -> RawBlobTarget:
-        return RawBlobTarget(self.blob(layer.descriptor.digest))
+    def open_layer(self, layer: Layer) -> RawBlobTarget | None:
+        # One process per blob at a time: two runs filling this directory share its partial file.
+        locks = self.root / LOCKS
+        locks.mkdir(exist_ok=True)
+        lock = FileLock(str(locks / f"{layer.descriptor.hex}.lock"), timeout=0, thread_local=False)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise BlobBusy(layer.descriptor.digest) from None
+        if self.has_layer(layer):
+            lock.release()
+            return None
+        return RawBlobTarget(self.blob(layer.descriptor.digest), on_close=lock.release)
 
     def abort(self, keep: bool) -> None:
         return None

@@ -10,6 +10,7 @@ in by the kernel.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from occystrap import layout
-from occystrap.errors import IntegrityError
+from occystrap.errors import IntegrityError, UsageError
 from occystrap.model import Image, Layer
 from occystrap.sinks.base import RawBlobTarget, temp_name
 from occystrap.verify import file_digest
@@ -61,10 +62,12 @@ class TarballSink:
         self.partial = path.with_name(f".{path.name}.occystrap-partial")
         self.progress = path.with_name(f".{path.name}.occystrap-progress")
         self._direct: _InPlace | None = None
+        self._staging_lock: int | None = None
 
     def begin(self, images: list[Image]) -> None:
         if self.uncompressed:
             self.staging.mkdir(parents=True, exist_ok=True)
+            self._staging_lock = _locked(self.staging / ".occystrap-lock")
         else:
             self._direct = _InPlace(self.partial, self.progress, plan([layout.as_served(i) for i in images]))
 
@@ -96,6 +99,12 @@ class TarballSink:
         sizes = {l.diff_id: self._staged(l).stat().st_size for i in images for l in i.layers}
         write_tarball(self.path, [layout.with_uncompressed_layers(i, sizes) for i in images], self._staged)
         shutil.rmtree(self.staging, ignore_errors=True)
+        self._unlock_staging()
+
+    def _unlock_staging(self) -> None:
+        if self._staging_lock is not None:
+            os.close(self._staging_lock)
+            self._staging_lock = None
 
     def abort(self, keep: bool) -> None:
         # After a network failure or Ctrl-C, what arrived stays for a re-run to resume.
@@ -105,8 +114,15 @@ class TarballSink:
             if not keep:
                 self.partial.unlink(missing_ok=True)
                 self.progress.unlink(missing_ok=True)
-        elif not keep or (self.staging.exists() and not any(self.staging.iterdir())):
-            shutil.rmtree(self.staging, ignore_errors=True)
+        else:
+            leftovers = (
+                [p for p in self.staging.iterdir() if p.name != ".occystrap-lock"]
+                if self.staging.exists()
+                else []
+            )
+            if not keep or not leftovers:
+                shutil.rmtree(self.staging, ignore_errors=True)
+            self._unlock_staging()
 
 
 class _InPlace:
@@ -127,11 +143,14 @@ class _InPlace:
         self.slots = {digest: i for i, digest in enumerate(offsets)}
         self.offsets = offsets
         key = hashlib.sha256(b"".join(h for _, h, _ in headers) + str(total).encode()).digest()
+        # Locked before anything is truncated: a second run on the same output must not
+        # destroy the first one's work.
+        self.journal = _locked(progress)
         fresh = not _same_plan(progress, key, len(offsets)) or not _has_size(partial, total)
         self.fd = os.open(partial, os.O_RDWR | os.O_CREAT | (os.O_TRUNC if fresh else 0), 0o644)
-        self.journal = os.open(progress, os.O_RDWR | os.O_CREAT | (os.O_TRUNC if fresh else 0), 0o644)
         if fresh:
             os.ftruncate(self.fd, total)
+            os.ftruncate(self.journal, 0)
             os.ftruncate(self.journal, len(key) + _SLOT.size * len(offsets))
             for at, header, data in headers:
                 os.pwrite(self.fd, header + (data or b""), at)
@@ -227,6 +246,19 @@ class _LayerInPlace:
     def abort(self, keep: bool) -> None:
         if not keep:
             self.space.record(self.digest, 0)
+
+
+def _locked(path: Path) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        target = (
+            path.name.removeprefix(".").removesuffix(".occystrap-progress").removesuffix(".occystrap-lock")
+        )
+        raise UsageError(f"another occystrap run is writing {path.with_name(target)}") from None
+    return fd
 
 
 def _padded(size: int) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tarfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from occystrap.model import (
     OCI_LAYER_ZSTD,
     Descriptor,
     Image,
+    Layer,
     Platform,
     build_image,
     load_json,
@@ -31,7 +33,7 @@ from occystrap.model import (
     sha256_digest,
 )
 from occystrap.reference import Reference
-from occystrap.sinks.base import Sink
+from occystrap.sinks.base import BlobBusy, BlobTarget, Sink
 from occystrap.verify import GZIP_MAGIC, ZSTD_MAGIC, BlobCheck
 
 CHUNK = 1024 * 1024
@@ -169,7 +171,10 @@ class TarballSource:
                 if digest in done or sink.has_layer(layer):
                     done.add(digest)
                     continue
-                target = sink.open_layer(layer)
+                target = _open_waiting(sink, layer)
+                if target is None:
+                    done.add(digest)
+                    continue
                 target.restart()
                 check = BlobCheck(
                     digest,
@@ -189,6 +194,14 @@ class TarballSource:
                     raise
                 done.add(digest)
                 progress(digest, layer.descriptor.size)
+
+
+def _open_waiting(sink: Sink, layer: Layer) -> BlobTarget | None:
+    while True:
+        try:
+            return sink.open_layer(layer)
+        except BlobBusy:
+            time.sleep(0.2)  # another process is writing this blob into the same directory
 
 
 def _norm(name: str) -> str:
