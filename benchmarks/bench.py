@@ -47,6 +47,7 @@ import math
 import os
 import platform
 import random
+import shlex
 import shutil
 import signal
 import statistics
@@ -948,6 +949,56 @@ def fetch_to_tarfile(ctx: BenchContext) -> ScenarioResult:
             "summaries": [asdict(s) for s in summaries],
             "measurements": [asdict(m) for m in measurements],
         },
+    )
+
+
+OCCY_QUIET = "occystrap --progress none"
+OCCY_RICH = "occystrap --progress rich (pty)"
+DISPLAY_TARGET = 1.02  # the live display may cost at most 2% of a fetch
+
+
+@scenario("display", "the rich progress display's cost: the big fetch on a pseudo-terminal vs no display")
+def display_cost(ctx: BenchContext) -> ScenarioResult:
+    [big] = [spec for spec in fetch_images(ctx.args) if spec.name == "big"]
+    image = ctx.push_image(big)
+
+    def quiet(img: PushedImage, rundir: Path) -> tuple[list[str], Path]:
+        out = rundir / "out.tar"
+        return [ctx.occystrap, "fetch-to-tarfile", "--progress", "none", img.ref, img.tag, str(out)], out
+
+    def rich(img: PushedImage, rundir: Path) -> tuple[list[str], Path]:
+        out = rundir / "out.tar"
+        cmd = [ctx.occystrap, "fetch-to-tarfile", "--progress", "rich", img.ref, img.tag, str(out)]
+        # script(1) gives the command a real pseudo-terminal, so rich draws as it would for a person.
+        return ["script", "-qfec", " ".join(shlex.quote(c) for c in cmd), "/dev/null"], out
+
+    tools = [Tool(OCCY_QUIET, quiet), Tool(OCCY_RICH, rich)]
+    log(f"timing display cost on {image.name}; 1 warm-up + {ctx.args.runs} rounds")
+    measurements = ctx.run_alternating(image, tools, ctx.args.runs)
+    by_tool = {t.name: summarise(image, t.name, measurements) for t in tools}
+    ratio = by_tool[OCCY_RICH].median_s / by_tool[OCCY_QUIET].median_s
+    paired = paired_ratio(measurements, image.name, OCCY_RICH, OCCY_QUIET)
+    cpu_ratio = by_tool[OCCY_RICH].median_cpu_s / max(by_tool[OCCY_QUIET].median_cpu_s, 1e-9)
+    check = Check(image.name, f"{OCCY_RICH} / {OCCY_QUIET} (median wall)", ratio, DISPLAY_TARGET)
+    headers = ["image", "tool", "runs", "median s", "CPU s", "ratio", "paired", "CPU ratio", "target"]
+    rows = [
+        [image.name, t.name, str(by_tool[t.name].runs), fmt(by_tool[t.name].median_s),
+         fmt(by_tool[t.name].median_cpu_s),
+         fmt(ratio) if t.name == OCCY_RICH else "-", fmt(paired) if t.name == OCCY_RICH else "-",
+         fmt(cpu_ratio) if t.name == OCCY_RICH else "-",
+         f"<={DISPLAY_TARGET:g}" if t.name == OCCY_RICH else "-"]
+        for t in tools
+    ]  # fmt: skip
+    return ScenarioResult(
+        name="display",
+        title="progress display cost",
+        headers=headers,
+        rows=rows,
+        checks=[check],
+        notes=[
+            "CPU ratio includes script(1) relaying the terminal output; wall time is what a person waits."
+        ],
+        data={"summaries": [asdict(s) for s in by_tool.values()]},
     )
 
 
