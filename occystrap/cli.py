@@ -169,8 +169,17 @@ def setup_logging(reporter: CliReporter) -> None:
     logging.getLogger("asyncio").setLevel(logging.WARNING)
 
 
-def run(opts: dict[str, Any], body: Callable[[RegistryClient, Engine, Platform], Awaitable[None]]) -> None:
-    """Set up client, engine and reporter; run body; map errors to one line and an exit code."""
+def run(
+    opts: dict[str, Any],
+    body: Callable[[RegistryClient, Engine, Platform], Awaitable[None]],
+    credentials: dict[str, tuple[str, str]] | None = None,
+    insecure: frozenset[str] = frozenset(),
+) -> None:
+    """Set up client, engine and reporter; run body; map errors to one line and an exit code.
+
+    credentials and insecure add per-registry settings (a mirror spec's) to the options'.
+    """
+    from occystrap.auth import Credentials
     from occystrap.engine import Engine
     from occystrap.registry import ClientOptions, RegistryClient
 
@@ -184,7 +193,8 @@ def run(opts: dict[str, Any], body: Callable[[RegistryClient, Engine, Platform],
     options = ClientOptions(
         username=opts.get("username"),
         password=opts.get("password"),
-        insecure_registries=frozenset(opts.get("insecure") or ()),
+        insecure_registries=frozenset(opts.get("insecure") or ()) | insecure,
+        credentials={host: Credentials(u, p) for host, (u, p) in (credentials or {}).items()},
         ca_cert=opts.get("ca_cert"),
         retries=opts["retries"],
         resolve=_parse_resolve(opts.get("resolve") or ()),

@@ -107,10 +107,13 @@ def mirror_cmd(
         if spec_path is None and not image_refs:
             raise UsageError("give a SPEC.yaml, --image REF, or --locked")
         parts: list[spec.ImageSpec] = []
+        registries: dict[str, spec.RegistrySettings] = {}
         if spec_path is not None:
-            parts.extend(spec.load(spec_path).images)
+            loaded = spec.load(spec_path)
+            parts.extend(loaded.images)
+            registries = loaded.registries
         parts.extend(spec.from_refs(image_refs).images)
-        wanted = spec.MirrorSpec(tuple(parts))
+        wanted = spec.MirrorSpec(tuple(parts), registries)
     if as_json and not dry_run:
         raise UsageError("--json prints the plan of a --dry-run; add --dry-run")
     if dry_run:
@@ -149,7 +152,13 @@ def mirror_cmd(
                 reporter.emit(Warning_(f"failed: {name}: {why}"))
             raise mirror.MirrorFailedError(mirror.failure_message(result.failures))
 
-    run(opts, body)
+    settings = wanted.registries if wanted is not None else {}
+    run(
+        opts,
+        body,
+        credentials={h: (s.username, s.password or "") for h, s in settings.items() if s.username},
+        insecure=frozenset(h for h, s in settings.items() if s.insecure),
+    )
 
 
 @main.command("list-tags")

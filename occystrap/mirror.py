@@ -235,7 +235,7 @@ class Planner:
         if spec.needs_tag_list:
             async with self.limiter:
                 available = await self.client.list_tags(spec.repo)
-        keys = select_tags(available, spec.tags, spec.include, spec.exclude, spec.latest)
+        keys = select_tags(available, spec.tags, spec.include, spec.exclude, spec.latest, spec.version_range)
         return keys + [d for d in spec.digests if d not in keys]
 
     async def plan_image(self, spec: ImageSpec) -> list[Planned]:

@@ -77,6 +77,8 @@ class ClientOptions:
     connections_per_host: int = 16
     # Host name -> address, like curl's --resolve: TLS still checks the name.
     resolve: dict[str, str] = field(default_factory=dict)
+    # Registry -> credentials for that registry alone (a mirror spec's `registries:`).
+    credentials: dict[str, auth.Credentials] = field(default_factory=dict, repr=False)
 
 
 @dataclass
@@ -193,7 +195,9 @@ class RegistryClient:
                 base, ssl_arg = f"https://{ref.api_host}", False
             else:
                 base, ssl_arg = f"https://{ref.api_host}", self._verified_ssl
-            creds = auth.resolve_credentials(ref.registry, self.options.username, self.options.password)
+            creds = self.options.credentials.get(ref.registry) or auth.resolve_credentials(
+                ref.registry, self.options.username, self.options.password
+            )
             host = _Host(base, ssl_arg, creds)
             self._hosts[ref.registry] = host
         return host
@@ -555,8 +559,8 @@ class RegistryClient:
                         skip = received  # Range ignored: the body starts at byte 0 again.
                     else:
                         raise TransferError(f"GET blob {desc.digest} on {ref.registry}: HTTP {resp.status}")
-                    # iter_any hands over aiohttp's own buffers: no joining or copying here.
-                    async for chunk in resp.content.iter_any():
+                    # iter_chunks hands over aiohttp's buffers one by one, never joined or copied.
+                    async for chunk, _ in resp.content.iter_chunks():
                         if skip:
                             if len(chunk) <= skip:
                                 skip -= len(chunk)

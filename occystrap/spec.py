@@ -5,18 +5,23 @@
         tags: [v1, v2]                      # explicit tags
         include: ['^v1\\.']                 # regexes over the registry's tag list
         exclude: ['-rc']
+        range: '>=1.2 <2 || ^3.1'           # semver range over the tag list (node-semver style)
         latest: 3                           # newest N by semver among the (filtered) tags
         digests: ['sha256:…']               # pinned
         platforms: [linux/amd64, linux/arm64]   # or 'all'; default: --platform
+    registries:                             # optional, per registry host
+      ghcr.io: {username: me, password_env: GHCR_TOKEN}
+      10.0.0.5:5000: {insecure: true}
 
 Tag selection (`select_tags`) is a pure function so it can be tested on its own.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,7 +33,11 @@ from occystrap.model import Platform
 from occystrap.reference import Reference
 
 ALL = "all"
-_KEYS = frozenset({"name", "tags", "include", "exclude", "latest", "digests", "platforms"})
+_KEYS = frozenset({"name", "tags", "include", "exclude", "range", "latest", "digests", "platforms"})
+_REGISTRY_KEYS = frozenset({"username", "password_env", "password_file", "insecure"})
+_COMPARATOR = re.compile(r"\s*(>=|<=|>|<|=|\^|~)?\s*([^\s<>=^~]+)")
+Key = tuple[int, int, int, int, tuple[tuple[int, int | str], ...]]
+Range = tuple[tuple[tuple[str, Key], ...], ...]  # alternatives (||) of comparator sets (AND)
 _SEMVER = re.compile(
     r"v?(?P<major>0|[1-9]\d*)(?:\.(?P<minor>0|[1-9]\d*))?(?:\.(?P<patch>0|[1-9]\d*))?"
     r"(?:-(?P<pre>[0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?"
@@ -46,6 +55,7 @@ class ImageSpec:
     latest: int | None = None
     digests: tuple[str, ...] = ()
     platforms: tuple[Platform, ...] | Literal["all"] = ()
+    version_range: Range = ()
 
     @property
     def name(self) -> str:
@@ -53,21 +63,31 @@ class ImageSpec:
 
     @property
     def needs_tag_list(self) -> bool:
-        return bool(self.include or self.exclude or self.latest is not None)
+        return bool(self.include or self.exclude or self.latest is not None or self.version_range)
 
     def wanted_platforms(self, default: Platform) -> tuple[Platform, ...] | Literal["all"]:
         return self.platforms or (default,)
 
 
 @dataclass(frozen=True)
+class RegistrySettings:
+    """Per-registry settings; the password itself never sits in the spec, only where to find it."""
+
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    insecure: bool = False
+
+
+@dataclass(frozen=True)
 class MirrorSpec:
     images: tuple[ImageSpec, ...]
+    registries: dict[str, RegistrySettings] = field(default_factory=dict)
 
 
 # --- tag selection -----------------------------------------------------------
 
 
-def semver_key(tag: str) -> tuple[int, int, int, int, tuple[tuple[int, int | str], ...]] | None:
+def semver_key(tag: str) -> Key | None:
     """A sort key for semver-ish tags (v1, 1.2, 1.2.3-rc.1); None for tags that are not versions.
 
     A release sorts after its pre-releases; numeric pre-release parts compare as numbers.
@@ -89,12 +109,48 @@ def newest(tags: Iterable[str], count: int) -> list[str]:
     return [t for _, t in keyed[:count]]
 
 
+def parse_range(text: str) -> Range:
+    """`>=1.2 <2 || ^3.1 || ~4.0.1 || 5.0.0`: comparator sets joined by ||, as node-semver writes them.
+
+    ^X.Y.Z allows changes that keep the left-most non-zero part; ~X.Y.Z allows patch changes.
+    """
+    alternatives: list[tuple[tuple[str, Key], ...]] = []
+    for part in text.split("||"):
+        comparators: list[tuple[str, Key]] = []
+        for m in _COMPARATOR.finditer(part.strip()):
+            op, version = m.group(1) or "=", m.group(2)
+            key = semver_key(version)
+            if key is None:
+                raise ValueError(f"{version!r} is not a version")
+            major, minor, patch = key[0], key[1], key[2]
+            if op == "^":
+                upper = (major + 1, 0, 0) if major else (0, minor + 1, 0) if minor else (0, 0, patch + 1)
+                comparators += [(">=", key), ("<", (*upper, 0, ()))]
+            elif op == "~":
+                comparators += [(">=", key), ("<", (major, minor + 1, 0, 0, ()))]
+            else:
+                comparators.append((op, key))
+        if not comparators:
+            raise ValueError(f"empty comparator set in {text!r}")
+        alternatives.append(tuple(comparators))
+    return tuple(alternatives)
+
+
+def in_range(tag: str, version_range: Range) -> bool:
+    key = semver_key(tag)
+    if key is None:
+        return False
+    tests = {">=": key.__ge__, "<=": key.__le__, ">": key.__gt__, "<": key.__lt__, "=": key.__eq__}
+    return any(all(tests[op](bound) for op, bound in group) for group in version_range)
+
+
 def select_tags(
     available: Sequence[str],
     tags: Sequence[str] = (),
     include: Sequence[re.Pattern[str]] = (),
     exclude: Sequence[re.Pattern[str]] = (),
     latest: int | None = None,
+    version_range: Range = (),
 ) -> list[str]:
     """explicit tags ∪ (available filtered by include, minus exclude, then newest N if latest given).
 
@@ -102,11 +158,13 @@ def select_tags(
     (include, exclude or latest) is given at all. The result is sorted, without repeats.
     """
     chosen = set(tags)
-    if include or exclude or latest is not None:
+    if include or exclude or latest is not None or version_range:
         filtered = [
             t
             for t in available
-            if (not include or any(p.search(t) for p in include)) and not any(p.search(t) for p in exclude)
+            if (not include or any(p.search(t) for p in include))
+            and not any(p.search(t) for p in exclude)
+            and (not version_range or in_range(t, version_range))
         ]
         if latest is not None:
             filtered = newest(filtered, latest)
@@ -134,13 +192,52 @@ def parse(text: str, where: str = "spec") -> MirrorSpec:
         raise ManifestError(f"{where}: not valid YAML: {exc}") from None
     if not isinstance(doc, dict) or "images" not in doc:
         raise ManifestError(f"{where}: expected a mapping with an 'images' list at the top")
-    unknown = sorted(str(k) for k in doc if k != "images")
+    unknown = sorted(str(k) for k in doc if k not in ("images", "registries"))
     if unknown:
         raise ManifestError(f"{where}: unknown top-level key(s): {', '.join(unknown)}")
     raw = doc["images"]
     if not isinstance(raw, list) or not raw:
         raise ManifestError(f"{where}: 'images' must be a non-empty list")
-    return MirrorSpec(tuple(_image(item, f"{where}: images[{i}]") for i, item in enumerate(raw)))
+    images = tuple(_image(item, f"{where}: images[{i}]") for i, item in enumerate(raw))
+    return MirrorSpec(images, _registries(doc.get("registries"), f"{where}: registries"))
+
+
+def _registries(raw: Any, where: str) -> dict[str, RegistrySettings]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ManifestError(f"{where}: expected a mapping of registry host to settings")
+    out: dict[str, RegistrySettings] = {}
+    for host, item in raw.items():
+        here = f"{where}.{host}"
+        if not isinstance(item, dict):
+            raise ManifestError(f"{here}: expected a mapping")
+        unknown = sorted(str(k) for k in item if k not in _REGISTRY_KEYS)
+        if unknown:
+            raise ManifestError(
+                f"{here}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(_REGISTRY_KEYS))}"
+            )
+        password = None
+        if "password_env" in item:
+            password = os.environ.get(str(item["password_env"]))
+            if password is None:
+                raise UsageError(f"{here}: environment variable {item['password_env']} is not set")
+        elif "password_file" in item:
+            try:
+                password = Path(str(item["password_file"])).expanduser().read_text().strip()
+            except OSError as exc:
+                raise UsageError(f"{here}: cannot read password_file: {exc}") from None
+        username = item.get("username")
+        if username is not None and not isinstance(username, str):
+            raise ManifestError(f"{here}: 'username' must be a string")
+        if password is not None and username is None:
+            raise ManifestError(f"{here}: a password needs a 'username'")
+        insecure = item.get("insecure", False)
+        if not isinstance(insecure, bool):
+            raise ManifestError(f"{here}: 'insecure' must be true or false")
+        registry = reference.parse(f"{host}/x").registry
+        out[registry] = RegistrySettings(username, password, insecure)
+    return out
 
 
 def from_refs(refs: Sequence[str]) -> MirrorSpec:
@@ -193,6 +290,12 @@ def _image(item: Any, where: str) -> ImageSpec:
             raise ManifestError(f"{where}: digests: {digest!r} is not a sha256:<64 hex> digest")
     include = _patterns(item, "include", where)
     exclude = _patterns(item, "exclude", where)
+    version_range: Range = ()
+    if item.get("range") is not None:
+        try:
+            version_range = parse_range(str(item["range"]))
+        except ValueError as exc:
+            raise ManifestError(f"{where}: range: {exc}") from None
     latest = item.get("latest")
     if latest is not None and (not isinstance(latest, int) or isinstance(latest, bool) or latest < 1):
         raise ManifestError(f"{where}: 'latest' must be a positive integer, not {latest!r}")
@@ -202,7 +305,7 @@ def _image(item: Any, where: str) -> ImageSpec:
         digests = (*digests, ref.digest)
     elif name_given and ref.tag:
         tags = (*tags, ref.tag)
-    if not (tags or digests or include or exclude or latest is not None):
+    if not (tags or digests or include or exclude or latest is not None or version_range):
         tags = ("latest",)
     return ImageSpec(
         repo=Reference(ref.registry, ref.repository),
@@ -212,6 +315,7 @@ def _image(item: Any, where: str) -> ImageSpec:
         latest=latest,
         digests=tuple(dict.fromkeys(digests)),
         platforms=_platforms(item.get("platforms"), where),
+        version_range=version_range,
     )
 
 

@@ -401,3 +401,57 @@ def test_list_tags_and_inspect_print_on_stdout_only(registry: Registry) -> None:
 def test_every_command_help_has_an_example() -> None:
     for command in ("mirror", "list-tags", "inspect"):
         assert "occystrap " + command in ok(command, "--help").stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "inside", "outside"),
+    [
+        (">=1.2 <2", ["1.2.0", "1.9.9", "v1.5"], ["1.1.9", "2.0.0", "latest"]),
+        ("^1.2.3", ["1.2.3", "1.9.0"], ["1.2.2", "2.0.0"]),
+        ("^0.2.3", ["0.2.3", "0.2.9"], ["0.3.0"]),
+        ("~1.2.3", ["1.2.3", "1.2.9"], ["1.3.0", "1.2.2"]),
+        ("1.0.0 || >=3", ["1.0.0", "3.0.0", "4.1"], ["2.0.0", "1.0.1"]),
+    ],
+)
+def test_semver_ranges(text: str, inside: list[str], outside: list[str]) -> None:
+    version_range = spec.parse_range(text)
+    assert [t for t in inside if spec.in_range(t, version_range)] == inside
+    assert [t for t in outside if spec.in_range(t, version_range)] == []
+
+
+def test_range_and_registry_settings_in_a_spec(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MIRROR_PW", "pw-from-env")
+    parsed = spec.parse(
+        "images:\n  - name: r.example/app\n    range: '>=1 <2'\n"
+        "registries:\n  r.example: {username: bob, password_env: MIRROR_PW}\n"
+        "  127.0.0.1:5000: {insecure: true}\n"
+    )
+    [image] = parsed.images
+    assert spec.select_tags(["0.9", "1.0", "1.5", "2.0", "x"], version_range=image.version_range) == [
+        "1.0",
+        "1.5",
+    ]
+    assert parsed.registries["r.example"].password == "pw-from-env"
+    assert "pw-from-env" not in repr(parsed)
+    assert parsed.registries["127.0.0.1:5000"].insecure
+    with pytest.raises(ManifestError, match="range"):
+        spec.parse("images:\n  - name: a/b\n    range: '>=banana'\n")
+
+
+def test_spec_credentials_reach_a_basic_auth_registry(basic_registry: Registry, tmp_path: Path) -> None:
+    built = images.build_sample_image()
+    basic_registry.push_image("spec/creds", "1.4.0", built)
+    basic_registry.push_image("spec/creds", "2.0.0", built)
+    spec_file = tmp_path / "s.yaml"
+    spec_file.write_text(
+        f"images:\n  - name: {basic_registry.host}/spec/creds\n    range: '^1'\n"
+        f"registries:\n  {basic_registry.host}: {{username: alice, password_env: MIRROR_PW}}\n"
+    )
+    dest = tmp_path / "m"
+    env = {"MIRROR_PW": basic_registry.password or "", "DOCKER_CONFIG": str(tmp_path / "none")}
+    ok("mirror", "-q", str(spec_file), str(dest), env=env)
+    assert list(_catalog(dest)[f"{basic_registry.host}/spec/creds"]) == ["1.4.0"]
+    proc = fails(
+        "mirror", "-q", str(spec_file), str(tmp_path / "m2"), env={"DOCKER_CONFIG": str(tmp_path / "none")}
+    )
+    assert "MIRROR_PW" in proc.stderr
