@@ -87,6 +87,10 @@ class TempFile:
         self.temp.unlink(missing_ok=True)
 
 
+def partial_path(final: Path) -> Path:
+    return final.with_name(f".{final.name}.partial")
+
+
 class PartialFile:
     """A blob being downloaded, under a name a later run finds again: `.NAME.partial`.
 
@@ -97,7 +101,7 @@ class PartialFile:
 
     def __init__(self, final: Path) -> None:
         self.final = final
-        self.partial = final.with_name(f".{final.name}.partial")
+        self.partial = partial_path(final)
         self._fh = open(self.partial, "ab")  # noqa: SIM115 - closed in commit/abort
 
     def size(self) -> int:

@@ -21,7 +21,7 @@ from occystrap import catalog, layout
 from occystrap.errors import ManifestError
 from occystrap.expand import ExpandStats, TreeWriter, apply_layer
 from occystrap.model import Image, Layer, load_json
-from occystrap.sinks.base import BlobBusy, RawBlobTarget, write_atomic
+from occystrap.sinks.base import BlobBusy, RawBlobTarget, partial_path, write_atomic
 from occystrap.verify import file_digest, open_plain
 
 LOCK = ".occystrap.lock"
@@ -40,6 +40,7 @@ class DirectorySink:
         self.unique_names = unique_names
         self.expand = expand
         self.note = note
+        self._opened: dict[str, Layer] = {}
         (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
 
     def begin(self, images: list[Image]) -> None:
@@ -58,11 +59,14 @@ class DirectorySink:
         path.unlink()
         return False
 
-    def open_layer(self, layer: Layer) -> RawBlobTarget | None:
+    def _lock(self, layer: Layer) -> FileLock:
         # One process per blob at a time: two runs filling this directory share its partial file.
         locks = self.root / LOCKS
         locks.mkdir(exist_ok=True)
-        lock = FileLock(str(locks / f"{layer.descriptor.hex}.lock"), timeout=0, thread_local=False)
+        return FileLock(str(locks / f"{layer.descriptor.hex}.lock"), timeout=0, thread_local=False)
+
+    def open_layer(self, layer: Layer) -> RawBlobTarget | None:
+        lock = self._lock(layer)
         try:
             lock.acquire()
         except Timeout:
@@ -70,10 +74,23 @@ class DirectorySink:
         if self.has_layer(layer):
             lock.release()
             return None
+        self._opened[layer.descriptor.digest] = layer
         return RawBlobTarget(self.blob(layer.descriptor.digest), on_close=lock.release)
 
     def abort(self, keep: bool) -> None:
-        return None
+        """Bad data anywhere in the run: drop the partial downloads this run started, too."""
+        if keep:
+            return
+        for digest, layer in self._opened.items():
+            lock = self._lock(layer)
+            try:
+                lock.acquire()
+            except Timeout:
+                continue  # another process is writing it now: its download, not ours
+            try:
+                partial_path(self.blob(digest)).unlink(missing_ok=True)
+            finally:
+                lock.release()
 
     def commit(self, images: list[Image]) -> None:
         stored = [layout.as_served(i) for i in images]
