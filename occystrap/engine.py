@@ -16,7 +16,7 @@ import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from anyio.streams.memory import MemoryObjectSendStream
 
-from occystrap.errors import IntegrityError, OccystrapError
+from occystrap.errors import IntegrityError, OccystrapError, TransferError
 from occystrap.events import (
     BlobDone,
     BlobProgress,
@@ -74,11 +74,6 @@ class Engine:
                 tg.start_soon(one, i, ref)
         return [i for i in images if i is not None]
 
-    async def fetch(self, refs: Sequence[Reference], platform: Platform, sink: Sink) -> list[Image]:
-        images = await self.resolve_all(refs, platform)
-        await self.fetch_images(images, sink)
-        return images
-
     async def fetch_images(self, images: list[Image], sink: Sink) -> None:
         try:
             await anyio.to_thread.run_sync(sink.begin, images)
@@ -113,7 +108,7 @@ class Engine:
             resumable = not isinstance(failure, IntegrityError)
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(sink.abort, resumable)
-            if resumable:
+            if isinstance(failure, (TransferError, KeyboardInterrupt, anyio.get_cancelled_exc_class())):
                 self.reporter.emit(Info("what was downloaded is kept: run the same command again to resume"))
             raise
         for image in images:
@@ -126,8 +121,8 @@ class Engine:
             self.reporter.emit(BlobSkipped(desc.digest, desc.size, job.images[0], "present"))
             return
         target: BlobTarget = opened
-        async with self.limiter:
-            try:
+        try:
+            async with self.limiter:
                 offset = target.prefix_size()
                 if offset > desc.size:
                     await anyio.to_thread.run_sync(target.restart)
@@ -141,12 +136,12 @@ class Engine:
                     await anyio.to_thread.run_sync(target.restart)
                     plain_size = await self._transfer(job, target, 0)
                 await anyio.to_thread.run_sync(target.commit, plain_size)
-            except BaseException as exc:
-                # Bad data is thrown away; a prefix cut short by the network or Ctrl-C is kept to resume.
-                keep = not isinstance(exc, IntegrityError)
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(target.abort, keep)
-                raise
+        except BaseException as exc:
+            # Bad data is thrown away; a prefix cut short by the network or Ctrl-C is kept to resume.
+            keep = not isinstance(exc, IntegrityError)
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(target.abort, keep)
+            raise
         self.reporter.emit(BlobDone(desc.digest, desc.size))
 
     async def _open(self, job: _Job, sink: Sink) -> BlobTarget | None:
