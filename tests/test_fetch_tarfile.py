@@ -253,3 +253,40 @@ def test_layer_count_mismatch_is_refused(registry: Registry, tmp_path: Path) -> 
     proc = fails("fetch-to-tarfile", "-q", f"{registry.host}/team/badcount", "v1", str(tmp_path / "x.tar"))
     assert "diff_ids" in proc.stderr
     assert leftovers(tmp_path) == []
+
+
+def _push_raw(reg: Registry, repo: str, config: bytes, layer: bytes, layer_type: str) -> None:
+    config_digest = reg.push_blob(repo, config)
+    layer_digest = reg.push_blob(repo, layer)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": len(config),
+                   "digest": config_digest},
+        "layers": [{"mediaType": layer_type, "size": len(layer), "digest": layer_digest}],
+    }  # fmt: skip
+    reg.push_manifest(repo, "v1", json.dumps(manifest).encode(), "application/vnd.oci.image.manifest.v1+json")
+
+
+@pytest.mark.parametrize(
+    ("case", "needle"),
+    [("corrupt-gzip", "corrupt"), ("corrupt-zstd", "corrupt"), ("config-not-json", "malformed JSON")],
+)
+def test_bad_content_with_correct_digests(registry: Registry, tmp_path: Path, case: str, needle: str) -> None:
+    good = images.build_layer([images.file("a.txt", b"hello\n" * 1000)], compression="gzip")
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers",
+                         "diff_ids": [good.diff_id]}}).encode()  # fmt: skip
+    layer, layer_type = good.data, "application/vnd.oci.image.layer.v1.tar+gzip"
+    if case == "corrupt-gzip":
+        # Digest and size are honest; the bytes inside are not valid deflate.
+        layer = good.data[:10] + b"\xff" * 40 + good.data[50:]
+    elif case == "corrupt-zstd":
+        layer, layer_type = b"\x28\xb5\x2f\xfd" + b"\xff" * 200, "application/vnd.oci.image.layer.v1.tar+zstd"
+    else:
+        config = b"{not json"
+    repo = f"bad/{case}"
+    _push_raw(registry, repo, config, layer, layer_type)
+    out = tmp_path / "x.tar"
+    proc = fails("fetch-to-tarfile", "-q", f"{registry.host}/{repo}", "v1", str(out))
+    assert needle in proc.stderr
+    assert leftovers(tmp_path) == []
