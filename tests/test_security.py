@@ -16,7 +16,6 @@ All traffic stays on loopback.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
@@ -37,6 +36,7 @@ from tests.helpers import fails, leftovers, occystrap, ok
 from tests.support import images
 from tests.support.faultproxy import BLOB_GETS, Fault, FaultProxy
 from tests.support.images import BuiltImage
+from tests.support.loopserver import LoopServer
 from tests.support.registry import PASSWORD, USERNAME, Registry
 from tests.support.tls import SERVER_NAME, TestCA, start_tls_registry
 from tests.support.tokenserver import TokenServer
@@ -597,9 +597,7 @@ class _ThreadApp:
         self.name = name
         self.port = 0
         self.hits: list[Hit] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
+        self._server = LoopServer(name)
 
     def routes(self, app: web.Application) -> None:
         raise NotImplementedError
@@ -616,32 +614,15 @@ class _ThreadApp:
         )
 
     def start(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        self._thread = threading.Thread(target=loop.run_forever, name=self.name, daemon=True)
-        self._thread.start()
-        self.port = asyncio.run_coroutine_threadsafe(self._start(), loop).result(timeout=10)
+        self.port = self._server.start(self._app)
 
-    async def _start(self) -> int:
+    async def _app(self) -> web.Application:
         app = web.Application()
         self.routes(app)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self._runner = runner
-        return int(runner.addresses[0][1])
+        return app
 
     def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        loop.close()
-        self._loop = self._thread = self._runner = None
+        self._server.stop()
 
 
 def _serve_blob(request: web.Request, data: bytes, drop_after: int | None = None) -> web.Response:

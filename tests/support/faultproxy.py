@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
+from tests.support.loopserver import LoopServer
+
 BLOB_GETS = "/blobs/sha256:"
 STREAM_CHUNK = 64 * 1024
 
@@ -131,13 +133,10 @@ class FaultProxy:
     def __init__(self, upstream: str, shutdown_timeout: float = 0.5) -> None:
         self.upstream = upstream.rstrip("/")
         self.port = 0
-        self._shutdown_timeout = shutdown_timeout
         self._lock = threading.Lock()
         self._faults: list[tuple[Fault, list[int]]] = []  # fault, [uses left] (-1: unlimited)
         self._seen: list[Seen] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
+        self._server = LoopServer("faultproxy", shutdown_timeout)
         self._session: aiohttp.ClientSession | None = None
 
     # -- addresses -----------------------------------------------------------
@@ -213,50 +212,25 @@ class FaultProxy:
     # -- lifecycle -----------------------------------------------------------
 
     def start(self) -> FaultProxy:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        self._thread = threading.Thread(target=loop.run_forever, name="faultproxy", daemon=True)
-        self._thread.start()
-        self.port = asyncio.run_coroutine_threadsafe(self._start(), loop).result(timeout=10)
+        self.port = self._server.start(self._app)
         return self
 
-    async def _start(self) -> int:
+    async def _app(self) -> web.Application:
         self._session = aiohttp.ClientSession(
             auto_decompress=False,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60),
         )
         app = web.Application(client_max_size=1024**3)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=self._shutdown_timeout)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self._runner = runner
-        return int(runner.addresses[0][1])
+        return app
 
-    async def _stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+    async def _close_session(self) -> None:
         if self._session is not None:
             await self._session.close()
-        # Handlers still asleep in a stall outlive the shutdown timeout: end them before the loop closes.
-        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+            self._session = None
 
     def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        try:
-            asyncio.run_coroutine_threadsafe(self._stop(), loop).result(timeout=15)
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=10)
-            loop.close()
-            self._loop = self._thread = None
-            self._runner = self._session = None
+        self._server.stop(after=self._close_session)
 
     def __enter__(self) -> FaultProxy:
         return self.start()

@@ -8,12 +8,10 @@ is what distribution 2.8 verifies against its `rootcertbundle`.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import datetime
 import secrets
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +23,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from tests.support.loopserver import LoopServer
 
 DEFAULT_USERS = {"alice": "s3cret-PASSWORD-marker"}
 PRIVILEGED_ACTIONS = ("pull", "push", "delete", "*")
@@ -98,9 +98,7 @@ class TokenServer:
     requests: list[TokenRequest] = field(default_factory=list)
     port: int = 0
 
-    _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
-    _thread: threading.Thread | None = field(default=None, repr=False)
-    _runner: web.AppRunner | None = field(default=None, repr=False)
+    _server: LoopServer = field(default_factory=lambda: LoopServer("tokenserver"), repr=False)
 
     @property
     def realm(self) -> str:
@@ -113,35 +111,16 @@ class TokenServer:
     # -- lifecycle ---------------------------------------------------------
 
     def start(self) -> TokenServer:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        self._thread = threading.Thread(target=loop.run_forever, name="tokenserver", daemon=True)
-        self._thread.start()
-        fut = asyncio.run_coroutine_threadsafe(self._start_site(), loop)
-        self.port = fut.result(timeout=10)
+        self.port = self._server.start(self._app)
         return self
 
-    async def _start_site(self) -> int:
+    async def _app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/token", self._handle_token)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self._runner = runner
-        sockname = runner.addresses[0]
-        return int(sockname[1])
+        return app
 
     def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        loop.close()
-        self._loop = self._thread = self._runner = None
+        self._server.stop()
 
     def __enter__(self) -> TokenServer:
         return self.start()
