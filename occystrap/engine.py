@@ -180,13 +180,13 @@ class Engine:
         """network → (raw hash + write) and (inflate → plain hash + write), each stage its own thread."""
         raw_send, raw_recv = anyio.create_memory_object_stream[bytes](1)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_stage, raw_recv, check.feed_raw, None)
+            tg.start_soon(_stage, raw_recv, check.feed_raw)
             sends: tuple[MemoryObjectSendStream[bytes], ...] = (raw_send,)
             if check.wants_plain:
                 z_send, z_recv = anyio.create_memory_object_stream[bytes](1)
                 p_send, p_recv = anyio.create_memory_object_stream[list[bytes]](1)
-                tg.start_soon(_stage, z_recv, check.inflate, p_send)
-                tg.start_soon(_stage, p_recv, check.feed_plain, None)
+                tg.start_soon(_inflate_stage, z_recv, check, p_send)
+                tg.start_soon(_stage, p_recv, check.feed_plain)
                 sends = (raw_send, z_send)
             # A failed transfer must not cancel the stages: they first write what did arrive,
             # so that a later run resumes after it.
@@ -249,16 +249,21 @@ def _leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return group
 
 
-async def _stage(
-    receive: ObjectReceiveStream[Any],
-    work: Callable[[Any], Any],
-    forward: ObjectSendStream[Any] | None,
-) -> None:
+async def _stage(receive: ObjectReceiveStream[Any], work: Callable[[Any], object]) -> None:
     async with receive:
-        if forward is None:
-            async for item in receive:
-                await anyio.to_thread.run_sync(work, item)
-            return
-        async with forward:
-            async for item in receive:
-                await forward.send(await anyio.to_thread.run_sync(work, item))
+        async for item in receive:
+            await anyio.to_thread.run_sync(work, item)
+
+
+async def _inflate_stage(
+    receive: ObjectReceiveStream[bytes], check: BlobCheck, forward: ObjectSendStream[list[bytes]]
+) -> None:
+    """Inflate in steps of about BATCH output, so a highly compressed batch never sits whole in memory."""
+    async with receive, forward:
+        async for data in receive:
+            done = False
+            while not done:
+                out, done = await anyio.to_thread.run_sync(check.inflate, data, BATCH)
+                data = b""
+                if out:
+                    await forward.send(out)

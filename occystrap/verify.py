@@ -17,6 +17,7 @@ from occystrap.errors import IntegrityError
 
 # Decompressed output is produced in bounded steps so a decompression bomb cannot fill memory.
 OUT_STEP = 1024 * 1024
+ZSTD_SLICE = 64 * 1024
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
@@ -24,13 +25,19 @@ Write = Callable[[bytes], None]
 
 
 class Decoder(Protocol):
-    def feed(self, data: bytes, out: Write) -> None: ...
+    def feed(self, data: bytes, out: Write, limit: int | None = None) -> bool:
+        """Decode data into out. With a limit, stop once about that much is out and return
+        False: call again with b"" for the rest. True once all input is consumed."""
+        ...
+
     def finish(self) -> None: ...
 
 
 class _Plain:
-    def feed(self, data: bytes, out: Write) -> None:
-        out(data)
+    def feed(self, data: bytes, out: Write, limit: int | None = None) -> bool:
+        if data:
+            out(data)
+        return True
 
     def finish(self) -> None:
         return None
@@ -43,7 +50,8 @@ class _Gzip:
         self._d = igzip_lib.IgzipDecompressor(flag=igzip_lib.DECOMP_GZIP)
         self._member_started = False
 
-    def feed(self, data: bytes, out: Write) -> None:
+    def feed(self, data: bytes, out: Write, limit: int | None = None) -> bool:
+        produced = 0
         while True:
             if data:
                 self._member_started = True
@@ -51,14 +59,17 @@ class _Gzip:
             data = b""
             if chunk:
                 out(chunk)
+                produced += len(chunk)
             if self._d.eof:
                 data = self._d.unused_data
                 self._d = igzip_lib.IgzipDecompressor(flag=igzip_lib.DECOMP_GZIP)
                 self._member_started = False
                 if not data:
-                    return
+                    return True
             elif self._d.needs_input:
-                return
+                return True
+            if limit is not None and produced >= limit and not data:
+                return False  # the decompressor holds the rest of the input
 
     def finish(self) -> None:
         if self._member_started and not self._d.eof:
@@ -68,6 +79,8 @@ class _Gzip:
 class _Zstd:
     def __init__(self) -> None:
         self._out: Write | None = None
+        self._rest = b""
+        self._produced = 0
         self._w = zstandard.ZstdDecompressor().stream_writer(
             cast(IO[bytes], self), write_size=OUT_STEP, closefd=False
         )
@@ -75,11 +88,21 @@ class _Zstd:
     def write(self, data: bytes) -> int:
         if self._out is not None:
             self._out(bytes(data))
+        self._produced += len(data)
         return len(data)
 
-    def feed(self, data: bytes, out: Write) -> None:
+    def feed(self, data: bytes, out: Write, limit: int | None = None) -> bool:
         self._out = out
-        self._w.write(data)
+        if limit is None:
+            self._w.write(data)
+            return True
+        # zstd gives no output cap per call: feed small slices until enough has come out.
+        self._rest = self._rest + data if self._rest else data
+        self._produced = 0
+        while self._rest and self._produced < limit:
+            piece, self._rest = self._rest[:ZSTD_SLICE], self._rest[ZSTD_SLICE:]
+            self._w.write(piece)
+        return not self._rest
 
     def finish(self) -> None:
         self._w.flush()  # type: ignore[no-untyped-call]
@@ -142,17 +165,20 @@ class BlobCheck:
             elif fresh > 0:
                 self._raw_out(data[-fresh:])
 
-    def inflate(self, data: bytes) -> list[bytes]:
+    def inflate(self, data: bytes, limit: int | None = None) -> tuple[list[bytes], bool]:
+        """Plain output of data (b"": continue), at most about limit of it; and whether all
+        input is consumed. Bounding each step keeps a highly compressed batch from
+        flooding memory on its way to the plain stage."""
         out: list[bytes] = []
         if self._decoder is None:
             self._decoder = decoder_for(data[:4])
         try:
-            self._decoder.feed(data, out.append)
+            done = self._decoder.feed(data, out.append, limit)
         except IntegrityError:
             raise
         except Exception as exc:  # zlib.error, ZstdError: corrupt compressed data
             raise IntegrityError(f"layer {self.digest} is corrupt: {exc}") from None
-        return out
+        return out, done
 
     def feed_plain(self, chunks: list[bytes]) -> None:
         for data in chunks:
@@ -165,7 +191,7 @@ class BlobCheck:
         """All three stages in the calling thread."""
         self.feed_raw(data)
         if self._want_plain:
-            self.feed_plain(self.inflate(data))
+            self.feed_plain(self.inflate(data)[0])
 
     def finish(self) -> None:
         if self._seen != self.size:
