@@ -51,10 +51,11 @@ from occystrap.model import (
     sha256_digest,
 )
 from occystrap.reference import Reference
+from occystrap.tuning import DEFAULT_VERIFY_WORKERS
 from occystrap.verify import decoder_for
 
 CHUNK = 1024 * 1024
-DEFAULT_WORKERS = max(1, min(4, os.cpu_count() or 1))
+DEFAULT_WORKERS = DEFAULT_VERIFY_WORKERS
 _HEX64 = re.compile(r"[a-f0-9]{64}")
 _DIGEST = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 

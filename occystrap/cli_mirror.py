@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from occystrap import check
 from occystrap.cli import main, parse_ref, registry_options, run, wrap_errors
 from occystrap.errors import ManifestError, PlatformNotFoundError, UsageError
 from occystrap.events import Info, RunStarted, Warning_
@@ -23,6 +22,7 @@ from occystrap.model import (
     parse_index,
     parse_manifest,
 )
+from occystrap.tuning import DEFAULT_VERIFY_WORKERS
 
 if TYPE_CHECKING:
     # Imported where used, so `verify` and `--help` start without aiohttp.
@@ -308,7 +308,7 @@ def _inspect_lines(out: dict[str, Any]) -> list[str]:
     "-j",
     "--parallel",
     type=click.IntRange(1, 64),
-    default=check.DEFAULT_WORKERS,
+    default=DEFAULT_VERIFY_WORKERS,
     show_default=True,
     help="Blobs checked at once.",
 )
@@ -331,6 +331,8 @@ def verify_cmd(path: Path, parallel: int, as_json: bool, quiet: bool, verbose: b
       occystrap verify mirror/
       occystrap verify --json bundle.tar | jq '.problems[].message'
     """
+
+    from occystrap import check
 
     def note(message: str) -> None:
         if verbose:
