@@ -413,12 +413,13 @@ class RegistryClient:
             try:
                 return await attempt()
             except _Retryable as exc:
-                if tries > self.options.retries:
-                    cls = RateLimitedError if exc.rate_limited else TransferError
-                    raise cls(f"{_safe_url(what)}: {exc.reason} after {tries} tries") from None
                 await self._backoff(tries, exc, what, digest)
 
     async def _backoff(self, tries: int, exc: _Retryable, what: str, digest: str | None) -> None:
+        """Wait before try number tries + 1, or give up with the library's own error."""
+        if tries > self.options.retries:
+            cls = RateLimitedError if exc.rate_limited else TransferError
+            raise cls(f"{_safe_url(what)}: {exc.reason} after {tries} tries") from None
         delay = min(self.options.max_backoff, self.options.backoff * (2 ** (tries - 1)))
         delay = delay * (0.5 + random.random() / 2)
         if exc.retry_after is not None:
@@ -584,11 +585,6 @@ class RegistryClient:
                     # would only earn a 416. The caller's digest check judges the bytes.
                     return
                 tries += 1
-                if tries > self.options.retries:
-                    cls = RateLimitedError if exc.rate_limited else TransferError
-                    raise cls(
-                        f"{_safe_url(self._host(ref).base_url + path)}: {exc.reason} after {tries} tries"
-                    ) from None
                 await self._backoff(tries, exc, self._host(ref).base_url + path, desc.digest)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Protocol
 
 from occystrap.model import Image, Layer
+from occystrap.verify import file_digest
 
 
 class BlobTarget(Protocol):
@@ -85,6 +86,20 @@ class TempFile:
     def abort(self) -> None:
         self._fh.close()
         self.temp.unlink(missing_ok=True)
+
+
+def verified_or_removed(path: Path, digest: str, size: int | None = None) -> bool:
+    """Whether path holds exactly that content; a file that does not is removed.
+
+    Reuse is decided by re-hashing: a name alone proves nothing after a crash or tampering.
+    """
+    if not path.exists():
+        return False
+    got, got_size = file_digest(path)
+    if got == digest and size in (None, got_size):
+        return True
+    path.unlink()
+    return False
 
 
 def partial_path(final: Path) -> Path:

@@ -21,8 +21,8 @@ from occystrap import catalog, layout
 from occystrap.errors import ManifestError
 from occystrap.expand import ExpandStats, TreeWriter, apply_layer
 from occystrap.model import Image, Layer, load_json
-from occystrap.sinks.base import BlobBusy, RawBlobTarget, partial_path, write_atomic
-from occystrap.verify import file_digest, open_plain
+from occystrap.sinks.base import BlobBusy, RawBlobTarget, partial_path, verified_or_removed, write_atomic
+from occystrap.verify import open_plain
 
 LOCK = ".occystrap.lock"
 LOCKS = ".occystrap-locks"  # one lock file per blob being downloaded
@@ -50,14 +50,9 @@ class DirectorySink:
         return self.root / layout.blob_path(digest)
 
     def has_layer(self, layer: Layer) -> bool:
-        """Reuse only verified content: the name alone proves nothing after a crash or tampering."""
-        path = self.blob(layer.descriptor.digest)
-        if not path.exists():
-            return False
-        if file_digest(path) == (layer.descriptor.digest, layer.descriptor.size):
-            return True
-        path.unlink()
-        return False
+        return verified_or_removed(
+            self.blob(layer.descriptor.digest), layer.descriptor.digest, layer.descriptor.size
+        )
 
     def _lock(self, layer: Layer) -> FileLock:
         # One process per blob at a time: two runs filling this directory share its partial file.

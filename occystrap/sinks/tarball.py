@@ -24,8 +24,7 @@ from typing import BinaryIO
 from occystrap import layout
 from occystrap.errors import IntegrityError, UsageError
 from occystrap.model import Image, Layer
-from occystrap.sinks.base import RawBlobTarget, temp_name
-from occystrap.verify import file_digest
+from occystrap.sinks.base import RawBlobTarget, temp_name, verified_or_removed
 
 BLOCK = 512
 CHUNK = 1024 * 1024
@@ -78,13 +77,7 @@ class TarballSink:
         """A layer completed by an interrupted run, re-hashed before it is reused."""
         if self._direct is not None:
             return self._direct.complete(layer)
-        staged = self._staged(layer)
-        if not staged.exists():
-            return False
-        if file_digest(staged)[0] == layer.diff_id:
-            return True
-        staged.unlink()
-        return False
+        return verified_or_removed(self._staged(layer), layer.diff_id)
 
     def open_layer(self, layer: Layer) -> RawBlobTarget | _LayerInPlace:
         if self._direct is not None:
