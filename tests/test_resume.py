@@ -8,8 +8,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -21,6 +22,7 @@ from tests.support.registry import Registry
 
 REPO = "resume/app"
 TAG = "v1"
+T = TypeVar("T")
 STALL_AT = 2_500_000  # past the first 1 MiB batches, so some of the blob reaches the disk
 
 
@@ -62,15 +64,23 @@ def _start(proxy: FaultProxy, command: str, out: Path, tmp_path: Path) -> subpro
     )
 
 
-def _wait_for_partial(where: Path, minimum: int, proc: subprocess.Popen[str]) -> Path:
+def _wait(proc: subprocess.Popen[str], found: Callable[[], T | None], what: str) -> T:
+    """Poll until found() gives something, while the fetch it watches is still running."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        for path in where.rglob(".*.partial"):
-            if path.stat().st_size >= minimum:
-                return path
+        result = found()
+        if result is not None:
+            return result
         time.sleep(0.05)
-    raise AssertionError(f"no partial download of {minimum}+ bytes appeared under {where}")
+    raise AssertionError(f"{what} did not appear")
+
+
+def _wait_for_partial(where: Path, minimum: int, proc: subprocess.Popen[str]) -> Path:
+    def big_partial() -> Path | None:
+        return next((p for p in where.rglob(".*.partial") if p.stat().st_size >= minimum), None)
+
+    return _wait(proc, big_partial, f"a partial download of {minimum}+ bytes under {where}")
 
 
 def _tar_progress(outdir: Path) -> int:
@@ -83,13 +93,7 @@ def _tar_progress(outdir: Path) -> int:
 
 
 def _wait_for_tar_progress(outdir: Path, minimum: int, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        if _tar_progress(outdir) >= minimum:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"the tarball writer recorded fewer than {minimum} bytes")
+    _wait(proc, lambda: True if _tar_progress(outdir) >= minimum else None, f"{minimum} bytes recorded")
 
 
 @pytest.mark.parametrize("how", ["kill-9", "ctrl-c"])
