@@ -1,3 +1,3 @@
-from occystrap.cli import main
+from occystrap.cli import entry
 
-main()
+entry()

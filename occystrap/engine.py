@@ -1,20 +1,18 @@
 """The one place that starts tasks: resolve images, fetch each needed blob once, commit.
 
 One task group owns everything; one capacity limiter bounds blob bodies in flight,
-largest first so the last straggler is small. CPU work (hashing, decompression,
-writing) runs in worker threads on batches of at least BATCH bytes.
+largest first so the last straggler is small. The event loop only reads the network;
+each blob's hashing, decompression and writing run on its own stage threads
+(pipeline.BlobStages) in batches of about BATCH bytes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any
 
 import anyio
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
-from anyio.streams.memory import MemoryObjectSendStream
 
 from occystrap.errors import IntegrityError, OccystrapError, TransferError
 from occystrap.events import (
@@ -31,6 +29,7 @@ from occystrap.events import (
     Reporter,
 )
 from occystrap.model import Image, Layer, Platform
+from occystrap.pipeline import BlobStages
 from occystrap.reference import Reference
 from occystrap.registry import RegistryClient
 from occystrap.sinks.base import BlobBusy, BlobTarget, Sink
@@ -52,6 +51,9 @@ class Engine:
         self.client = client
         self.reporter = reporter
         self.limiter = anyio.CapacityLimiter(max(1, parallel))
+        # Each blob in flight runs up to three stage threads; their own limiter keeps them
+        # from starving (or being starved by) the short calls that share anyio's default one.
+        self.stage_limiter = anyio.CapacityLimiter(3 * max(1, parallel))
 
     async def resolve_all(self, refs: Sequence[Reference], platform: Platform) -> list[Image]:
         images: list[Image | None] = [None] * len(refs)
@@ -177,44 +179,28 @@ class Engine:
         return check.plain_size
 
     async def _pipeline(self, job: _Job, check: BlobCheck, target: BlobTarget, offset: int) -> None:
-        """network → (raw hash + write) and (inflate → plain hash + write), each stage its own thread."""
-        raw_send, raw_recv = anyio.create_memory_object_stream[bytes](1)
+        stages = BlobStages(check, BATCH, self.stage_limiter)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_stage, raw_recv, check.feed_raw)
-            sends: tuple[MemoryObjectSendStream[bytes], ...] = (raw_send,)
-            if check.wants_plain:
-                z_send, z_recv = anyio.create_memory_object_stream[bytes](1)
-                p_send, p_recv = anyio.create_memory_object_stream[list[bytes]](1)
-                tg.start_soon(_inflate_stage, z_recv, check, p_send)
-                tg.start_soon(_stage, p_recv, check.feed_plain)
-                sends = (raw_send, z_send)
+            tg.start_soon(stages.run)
             # A failed transfer must not cancel the stages: they first write what did arrive,
             # so that a later run resumes after it.
             failure: Exception | None = None
             try:
-                await self._produce(job, sends, target, offset)
+                await self._produce(job, stages, target, offset)
             except Exception as exc:
                 failure = exc
             finally:
-                for send in sends:
-                    send.close()
+                stages.close()
         if failure is not None:
             raise failure
 
-    async def _produce(
-        self, job: _Job, sends: tuple[MemoryObjectSendStream[bytes], ...], target: BlobTarget, offset: int
-    ) -> None:
+    async def _produce(self, job: _Job, stages: BlobStages, target: BlobTarget, offset: int) -> None:
         desc = job.layer.descriptor
-
-        async def send_all(batch: bytes) -> None:
-            for send in sends:
-                await send.send(batch)
-
         if offset:
             # The prefix on disk goes through the same hashers and decoder, so nothing is trusted.
             prefix = target.read_prefix()
             while (chunk := await anyio.to_thread.run_sync(next, prefix, None)) is not None:
-                await send_all(chunk)
+                await stages.feed([chunk])
         pending: list[bytes] = []
         pending_size = 0
         done = offset
@@ -225,17 +211,16 @@ class Engine:
                     pending_size += len(chunk)
                     if pending_size >= BATCH:
                         done += pending_size
-                        batch = b"".join(pending)
-                        pending, pending_size = [], 0
-                        await send_all(batch)
+                        batch, pending, pending_size = pending, [], 0
+                        await stages.feed(batch)
                         self.reporter.emit(BlobProgress(desc.digest, done, desc.size))
         except OccystrapError:
             if pending:
-                await send_all(b"".join(pending))
+                await stages.feed(pending)
             raise
         if pending:
             done += pending_size
-            await send_all(b"".join(pending))
+            await stages.feed(pending)
             self.reporter.emit(BlobProgress(desc.digest, done, desc.size))
 
 
@@ -247,23 +232,3 @@ def _leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
         if not isinstance(exc, anyio.get_cancelled_exc_class()):
             return exc
     return group
-
-
-async def _stage(receive: ObjectReceiveStream[Any], work: Callable[[Any], object]) -> None:
-    async with receive:
-        async for item in receive:
-            await anyio.to_thread.run_sync(work, item)
-
-
-async def _inflate_stage(
-    receive: ObjectReceiveStream[bytes], check: BlobCheck, forward: ObjectSendStream[list[bytes]]
-) -> None:
-    """Inflate in steps of about BATCH output, so a highly compressed batch never sits whole in memory."""
-    async with receive, forward:
-        async for data in receive:
-            done = False
-            while not done:
-                out, done = await anyio.to_thread.run_sync(check.inflate, data, BATCH)
-                data = b""
-                if out:
-                    await forward.send(out)

@@ -20,10 +20,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit
 
-import aiohttp
-import aiohttp.abc
-import aiohttp.resolver
-
 from occystrap import auth
 from occystrap.errors import (
     AuthError,
@@ -37,6 +33,7 @@ from occystrap.errors import (
     UsageError,
 )
 from occystrap.events import BlobRetry, NullReporter, Reporter
+from occystrap.lazyssl import cheap_default_contexts
 from occystrap.model import (
     ACCEPT,
     DOCKER_SCHEMA1,
@@ -53,6 +50,12 @@ from occystrap.model import (
     sha256_digest,
 )
 from occystrap.reference import Reference
+
+# aiohttp builds two SSL contexts as it is imported: see lazyssl.
+with cheap_default_contexts():
+    import aiohttp
+    import aiohttp.abc
+    import aiohttp.resolver
 
 log = logging.getLogger(__name__)
 

@@ -144,18 +144,27 @@ class PartialFile:
             self.partial.unlink(missing_ok=True)
 
 
+class PlainOut(Protocol):
+    """Where a layer's uncompressed bytes go: a TempFile, or a region of a bigger file."""
+
+    def write(self, data: bytes) -> None: ...
+    def restart(self) -> None: ...
+    def commit(self) -> None: ...
+    def abort(self) -> None: ...
+
+
 class RawBlobTarget:
-    """The blob as served, resumable; optionally a plain (uncompressed) copy beside it."""
+    """The blob as served, resumable; optionally a plain (uncompressed) copy too."""
 
     def __init__(
-        self, final: Path, plain: Path | None = None, on_close: Callable[[], None] | None = None
+        self, final: Path, plain: PlainOut | None = None, on_close: Callable[[], None] | None = None
     ) -> None:
         self._on_close = on_close
         self.wants_raw = True
         self.wants_plain = plain is not None
         self._raw = PartialFile(final)
         # The plain copy is always rebuilt from the start: a resumed raw prefix is re-inflated.
-        self._plain = TempFile(plain) if plain is not None else None
+        self._plain = plain
 
     def prefix_size(self) -> int:
         return self._raw.size()

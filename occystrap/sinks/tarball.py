@@ -4,8 +4,9 @@ With layers kept as served (the default) every member's size is known before the
 first byte arrives, so the tar is laid out up front and each layer is written in
 place, in parallel, with pwrite: no staging copy. A small progress file records how
 much of each layer is on disk, so a re-run after a crash resumes every layer.
-Uncompressed layers have sizes known only at the end: they are staged, then copied
-in by the kernel.
+Uncompressed layers have sizes known only at the end. The first one to start (the
+largest) is inflated straight into the tarball as its first member, its header filled
+in last; the others are staged, then copied in after it by the kernel.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import shutil
 import struct
 import tarfile
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +26,7 @@ from typing import BinaryIO
 from occystrap import layout
 from occystrap.errors import IntegrityError, UsageError
 from occystrap.model import Image, Layer
-from occystrap.sinks.base import RawBlobTarget, temp_name, verified_or_removed
+from occystrap.sinks.base import RawBlobTarget, TempFile, temp_name, verified_or_removed
 
 BLOCK = 512
 CHUNK = 1024 * 1024
@@ -61,12 +63,14 @@ class TarballSink:
         self.partial = path.with_name(f".{path.name}.occystrap-partial")
         self.progress = path.with_name(f".{path.name}.occystrap-progress")
         self._direct: _InPlace | None = None
+        self._streamed: _StreamedLayer | None = None
         self._staging_lock: int | None = None
 
     def begin(self, images: list[Image]) -> None:
         if self.uncompressed:
             self.staging.mkdir(parents=True, exist_ok=True)
             self._staging_lock = _locked(self.staging / ".occystrap-lock")
+            self._streamed = _StreamedLayer(temp_name(self.path))
         else:
             self._direct = _InPlace(self.partial, self.progress, plan([layout.as_served(i) for i in images]))
 
@@ -83,16 +87,26 @@ class TarballSink:
         if self._direct is not None:
             return self._direct.target(layer)
         raw = self.staging / layer.descriptor.digest.replace(":", "-")
-        return RawBlobTarget(raw.with_suffix(".raw"), plain=self._staged(layer))
+        streamed = self._streamed
+        if streamed is not None and streamed.claim(layer):
+            return RawBlobTarget(raw.with_suffix(".raw"), plain=streamed)
+        return RawBlobTarget(raw.with_suffix(".raw"), plain=TempFile(self._staged(layer)))
 
     def commit(self, images: list[Image]) -> None:
         if self._direct is not None:
             self._direct.finish(self.path)
             return
-        sizes = {l.diff_id: self._staged(l).stat().st_size for i in images for l in i.layers}
-        write_tarball(self.path, [layout.with_uncompressed_layers(i, sizes) for i in images], self._staged)
+        head = self._streamed.done() if self._streamed is not None else None
+        sizes = {l.diff_id: self._plain_size(l, head) for i in images for l in i.layers}
+        stored = [layout.with_uncompressed_layers(i, sizes) for i in images]
+        write_tarball(self.path, stored, self._staged, head)
         shutil.rmtree(self.staging, ignore_errors=True)
         self._unlock_staging()
+
+    def _plain_size(self, layer: Layer, head: Streamed | None) -> int:
+        if head is not None and layer.diff_id == head.diff_id:
+            return head.size
+        return self._staged(layer).stat().st_size
 
     def _unlock_staging(self) -> None:
         if self._staging_lock is not None:
@@ -115,6 +129,9 @@ class TarballSink:
             )
             if not keep or not leftovers:
                 shutil.rmtree(self.staging, ignore_errors=True)
+            if self._streamed is not None:
+                # Rebuilt from the staged raw prefix by a re-run, like every plain copy.
+                self._streamed.abort()
             self._unlock_staging()
 
 
@@ -273,12 +290,23 @@ def _has_size(path: Path, size: int) -> bool:
         return False
 
 
-def write_tarball(path: Path, stored: list[layout.StoredImage], source: Callable[[Layer], Path]) -> None:
-    """The layout as one tar, written in order under a temp name, renamed into place when complete."""
-    tmp = temp_name(path)
+def write_tarball(
+    path: Path,
+    stored: list[layout.StoredImage],
+    source: Callable[[Layer], Path],
+    head: Streamed | None = None,
+) -> None:
+    """The layout as one tar, written in order under a temp name, renamed into place when complete.
+
+    head: a file that already holds the first member (a layer streamed into it); the rest follows.
+    """
+    tmp = head.path if head is not None else temp_name(path)
     try:
-        with open(tmp, "xb") as out:
+        with open(tmp, "r+b" if head is not None else "xb") as out:
+            out.seek(0, os.SEEK_END)
             for m in plan(stored):
+                if head is not None and m.layer is not None and m.layer.diff_id == head.diff_id:
+                    continue
                 out.write(_header(m.name, m.size))
                 if m.layer is not None:
                     _copy_in(out, source(m.layer), m.size)
@@ -292,13 +320,93 @@ def write_tarball(path: Path, stored: list[layout.StoredImage], source: Callable
         raise
 
 
-def _header(name: str, size: int) -> bytes:
+@dataclass(frozen=True)
+class Streamed:
+    """A file whose first member is a complete uncompressed layer."""
+
+    path: Path
+    diff_id: str
+    size: int
+
+
+class _StreamedLayer:
+    """The one uncompressed layer inflated straight into the tarball: no staging, no copy.
+
+    Its header goes in last, once the size is known; a PAX header carrying the size is
+    always written, so the header's length, and with it where the data starts, does
+    not depend on the size (8 GiB and more included).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._layer: Layer | None = None
+        self._fd: int | None = None
+        self._size = 0
+        self._committed = False
+
+    def claim(self, layer: Layer) -> bool:
+        """Whether this layer is the one streamed (the first to ask)."""
+        with self._lock:
+            if self._layer is not None:
+                return False
+            self._layer = layer
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            return True
+
+    def _header(self) -> bytes:
+        assert self._layer is not None
+        return _header(layout.blob_path(self._layer.diff_id), self._size, sized=True)
+
+    def write(self, data: bytes) -> None:
+        assert self._fd is not None
+        os.pwrite(self._fd, data, STREAMED_HEADER + self._size)
+        self._size += len(data)
+
+    def restart(self) -> None:
+        self._size = 0
+
+    def commit(self) -> None:
+        assert self._fd is not None
+        header = self._header()
+        assert len(header) == STREAMED_HEADER
+        os.pwrite(self._fd, header, 0)
+        end = STREAMED_HEADER + self._size
+        # Zeros to the block boundary, and nothing beyond: a restart may have left longer data.
+        os.pwrite(self._fd, b"\0" * (_padded(self._size) - self._size), end)
+        os.ftruncate(self._fd, STREAMED_HEADER + _padded(self._size))
+        os.close(self._fd)
+        self._fd = None
+        self._committed = True
+
+    def abort(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            if self._layer is not None:
+                self.path.unlink(missing_ok=True)
+
+    def done(self) -> Streamed | None:
+        if self._layer is None or not self._committed:
+            return None
+        return Streamed(self.path, self._layer.diff_id, self._size)
+
+
+def _header(name: str, size: int, sized: bool = False) -> bytes:
+    """sized: always carry the size in a PAX record, which makes the length fixed."""
     info = tarfile.TarInfo(name)
     info.size = size
     info.mode = 0o644
     info.mtime = 0
+    if sized:
+        info.pax_headers = {"size": str(size)}
     # PAX adds a size record only when needed: members of 8 GiB and more stay representable.
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+# Where a streamed layer's data starts: PAX header block, its records, the ustar header.
+STREAMED_HEADER = 3 * BLOCK
 
 
 def _copy_in(out: BinaryIO, src: Path, size: int) -> None:

@@ -1,0 +1,160 @@
+"""One blob's bytes through its checks, on threads that hand work straight to each other.
+
+The event loop only reads the network: it puts each batch into the first channels and
+goes back to the socket. Raw hashing and writing, inflating, and plain hashing and
+writing each run on a thread of their own and pass results directly to the next
+through a bounded channel, so a batch costs no event-loop round trip between stages.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Generic, TypeVar
+
+import anyio
+
+from occystrap.verify import BlobCheck
+
+T = TypeVar("T")
+
+# Batches waiting in each channel: enough to keep a stage busy while its neighbour
+# hiccups, few enough that memory stays flat (each batch is about BATCH bytes).
+DEPTH = 2
+
+
+class Channel(Generic[T]):
+    """A bounded hand-off between threads. The writer closes it when done; the reader
+    abandons it when it stops early, which turns later puts into no-ops rather than
+    leaving the writer blocked for ever."""
+
+    def __init__(self, depth: int = DEPTH) -> None:
+        self._items: deque[T] = deque()
+        self._depth = depth
+        self._cond = threading.Condition()
+        self._closed = False
+        self._abandoned = False
+
+    def try_put(self, item: T) -> bool:
+        """Without blocking: False if full (the event loop then waits in a thread)."""
+        with self._cond:
+            if self._abandoned:
+                return True
+            if len(self._items) >= self._depth:
+                return False
+            self._items.append(item)
+            self._cond.notify_all()
+            return True
+
+    def put(self, item: T) -> None:
+        with self._cond:
+            while len(self._items) >= self._depth and not self._abandoned:
+                self._cond.wait()
+            if not self._abandoned:
+                self._items.append(item)
+                self._cond.notify_all()
+
+    def get(self) -> T | None:
+        """The next item, or None once the writer has closed and everything is taken."""
+        with self._cond:
+            while not self._items and not self._closed:
+                self._cond.wait()
+            if not self._items:
+                return None
+            item = self._items.popleft()
+            self._cond.notify_all()
+            return item
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def abandon(self) -> None:
+        with self._cond:
+            self._abandoned = True
+            self._items.clear()
+            self._cond.notify_all()
+
+
+def _consume(
+    inbox: Channel[T], work: Callable[[T], Iterable[list[bytes]]], outbox: Channel[list[bytes]] | None
+) -> None:
+    try:
+        while (item := inbox.get()) is not None:
+            for result in work(item):
+                if outbox is not None:
+                    outbox.put(result)
+    finally:
+        inbox.abandon()
+        if outbox is not None:
+            outbox.close()
+
+
+class BlobStages:
+    """The threads of one blob's pipeline: started by run(), fed by feed(), ended by close().
+
+    A failing stage abandons its input and closes its output, so the others finish
+    and the failure surfaces from run(). On close (also after a network error or
+    Ctrl-C) every stage first processes what was already handed to it: a later run
+    then resumes after the bytes that really reached the disk.
+    """
+
+    def __init__(self, check: BlobCheck, batch: int, limiter: anyio.CapacityLimiter) -> None:
+        self._check = check
+        self._batch = batch
+        self._limiter = limiter
+        self._raw: Channel[list[bytes]] = Channel()
+        self._compressed: Channel[list[bytes]] | None = Channel() if check.wants_plain else None
+        self._plain: Channel[list[bytes]] = Channel()
+
+    async def run(self) -> None:
+        """Runs the stage threads until close() and the data before it are through."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._thread, _consume, self._raw, self._raw_work, None)
+            if self._compressed is not None:
+                tg.start_soon(self._thread, _consume, self._compressed, self._inflate_work, self._plain)
+                tg.start_soon(self._thread, _consume, self._plain, self._plain_work, None)
+
+    async def _thread(self, fn: Callable[..., None], *args: object) -> None:
+        await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+
+    async def feed(self, batch: list[bytes]) -> None:
+        """batch: chunks as the network delivered them; never joined, so never copied."""
+        for channel in (self._raw, self._compressed):
+            if channel is not None and not channel.try_put(batch):
+                # The stage is behind: wait for room off the event loop.
+                await anyio.to_thread.run_sync(channel.put, batch)
+
+    def close(self) -> None:
+        self._raw.close()
+        if self._compressed is not None:
+            self._compressed.close()
+
+    def _raw_work(self, batch: list[bytes]) -> Iterable[list[bytes]]:
+        for data in batch:
+            self._check.feed_raw(data)
+        return ()
+
+    def _inflate_work(self, batch: list[bytes]) -> Iterable[list[bytes]]:
+        # Output goes on in steps of about one batch: a highly compressed batch never
+        # sits whole in memory on its way to the plain stage.
+        out: list[bytes] = []
+        size = 0
+        for data in batch:
+            done = False
+            while not done:
+                chunks, done = self._check.inflate(data, self._batch - size)
+                data = b""
+                out.extend(chunks)
+                size += sum(len(c) for c in chunks)
+                if size >= self._batch:
+                    yield out
+                    out, size = [], 0
+        if out:
+            yield out
+
+    def _plain_work(self, chunks: list[bytes]) -> Iterable[list[bytes]]:
+        self._check.feed_plain(chunks)
+        return ()
