@@ -36,7 +36,10 @@ from occystrap.sinks.base import BlobBusy, BlobTarget, Sink
 from occystrap.tuning import DEFAULT_PARALLEL
 from occystrap.verify import BlobCheck
 
-BATCH = 1024 * 1024
+# Bytes per hand-off to the stage threads. Measured on the 65 MB five-layer image with
+# four blobs in flight: 1 MiB batches peak at about 70 MB of RSS, 512 KiB at 60 MB,
+# for about 5% more time on one big layer.
+BATCH = 512 * 1024
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from isal import igzip, igzip_lib
 from occystrap.errors import IntegrityError
 
 # Decompressed output is produced in bounded steps so a decompression bomb cannot fill memory.
-OUT_STEP = 1024 * 1024
+OUT_STEP = 256 * 1024
 ZSTD_SLICE = 64 * 1024
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
