@@ -60,9 +60,10 @@ with cheap_default_contexts():
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-# aiohttp's buffer per response (it stops reading at twice this). Data waits in our
-# stage channels, not here: a bigger buffer only adds memory per blob in flight.
-READ_BUFSIZE = 128 * 1024
+# aiohttp's buffer per response: it stops reading from the socket at twice this and
+# resumes below it. Measured: 128 KiB made that pause/resume dance cost about 7% of a
+# big fetch; 512 KiB gets nearly all of 1 MiB's speed for less memory per blob.
+READ_BUFSIZE = 512 * 1024
 PROGRESS_RESET = 4 * 1024 * 1024
 MAX_REDIRECTS = 5
 
