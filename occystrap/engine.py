@@ -105,7 +105,7 @@ class Engine:
             async with anyio.create_task_group() as tg:
                 for job in ordered:
                     tg.start_soon(self._fetch_layer, job, sink)
-            destination = str(getattr(sink, "path", getattr(sink, "root", "")))
+            destination = str(sink.destination)
             self.reporter.emit(CommitStarted(tuple(str(i.reference) for i in images), destination))
             await anyio.to_thread.run_sync(sink.commit, images)
         except BaseException as exc:

@@ -38,6 +38,11 @@ class BlobBusy(Exception):
 
 
 class Sink(Protocol):
+    @property
+    def destination(self) -> Path:
+        """What the user named as the output: for messages."""
+        ...
+
     def begin(self, images: list[Image]) -> None:
         """Called once, before anything is fetched, with every image of the run."""
         ...

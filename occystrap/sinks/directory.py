@@ -43,6 +43,10 @@ class DirectorySink:
         self._opened: dict[str, Layer] = {}
         (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
 
+    @property
+    def destination(self) -> Path:
+        return self.root
+
     def begin(self, images: list[Image]) -> None:
         return None
 

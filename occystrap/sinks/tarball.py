@@ -66,6 +66,10 @@ class TarballSink:
         self._streamed: _StreamedLayer | None = None
         self._staging_lock: int | None = None
 
+    @property
+    def destination(self) -> Path:
+        return self.path
+
     def begin(self, images: list[Image]) -> None:
         if self.uncompressed:
             self.staging.mkdir(parents=True, exist_ok=True)
