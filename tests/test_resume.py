@@ -43,7 +43,9 @@ def proxy(registry: Registry, image: BuiltImage) -> Iterator[FaultProxy]:
         yield p
 
 
-def _start(proxy: FaultProxy, command: str, out: Path, tmp_path: Path) -> subprocess.Popen[str]:
+def _start(
+    proxy: FaultProxy, command: str, out: Path, tmp_path: Path, *options: str
+) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "DOCKER_CONFIG": str(tmp_path / "none")}
     return subprocess.Popen(
         [
@@ -51,6 +53,7 @@ def _start(proxy: FaultProxy, command: str, out: Path, tmp_path: Path) -> subpro
             "-m",
             "occystrap",
             command,
+            *options,
             "--progress",
             "plain",
             f"{proxy.host}/{REPO}",
@@ -140,6 +143,40 @@ def test_tarball_resumes_after_interruption(
         str(reference),
         env={"DOCKER_CONFIG": str(tmp_path / "none")},
     )
+    assert out.read_bytes() == reference.read_bytes()
+    assert sorted(p.name for p in outdir.iterdir()) == ["app.tar"]
+
+
+def test_uncompressed_tarball_resumes_after_kill(
+    proxy: FaultProxy, image: BuiltImage, tmp_path: Path
+) -> None:
+    """The layer inflating straight into the tarball is rebuilt from the kept raw prefix."""
+    big = image.layers[0]
+    proxy.add(Fault(match=big.digest, stall=60, stall_at=STALL_AT))
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    out = outdir / "app.tar"
+    proc = _start(proxy, "fetch-to-tarfile", out, tmp_path, "--uncompressed-layers")
+    _wait_for_partial(outdir, 1024 * 1024, proc)
+    proc.kill()
+    proc.wait(timeout=10)
+    assert not out.exists()
+
+    def fetch(to: Path) -> None:
+        ok(
+            "fetch-to-tarfile",
+            "-q",
+            "--uncompressed-layers",
+            f"{proxy.host}/{REPO}",
+            TAG,
+            str(to),
+            env={"DOCKER_CONFIG": str(tmp_path / "none")},
+        )
+
+    fetch(out)
+    assert (proxy.seen(big.digest, "GET")[-1].range or "").startswith("bytes=")
+    reference = tmp_path / "reference.tar"
+    fetch(reference)
     assert out.read_bytes() == reference.read_bytes()
     assert sorted(p.name for p in outdir.iterdir()) == ["app.tar"]
 

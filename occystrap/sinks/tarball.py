@@ -74,7 +74,11 @@ class TarballSink:
         if self.uncompressed:
             self.staging.mkdir(parents=True, exist_ok=True)
             self._staging_lock = _locked(self.staging / ".occystrap-lock")
-            self._streamed = _StreamedLayer(temp_name(self.path))
+            # Inside the locked staging directory, under a fixed name: a run killed with -9
+            # leaves it where the next run finds (and discards) it, not as litter.
+            streamed = self.staging / "streamed.tar"
+            streamed.unlink(missing_ok=True)
+            self._streamed = _StreamedLayer(streamed)
         else:
             self._direct = _InPlace(self.partial, self.progress, plan([layout.as_served(i) for i in images]))
 
@@ -126,6 +130,9 @@ class TarballSink:
                 self.partial.unlink(missing_ok=True)
                 self.progress.unlink(missing_ok=True)
         else:
+            if self._streamed is not None:
+                # Rebuilt from the staged raw prefix by a re-run, like every plain copy.
+                self._streamed.abort()
             leftovers = (
                 [p for p in self.staging.iterdir() if p.name != ".occystrap-lock"]
                 if self.staging.exists()
@@ -133,9 +140,6 @@ class TarballSink:
             )
             if not keep or not leftovers:
                 shutil.rmtree(self.staging, ignore_errors=True)
-            if self._streamed is not None:
-                # Rebuilt from the staged raw prefix by a re-run, like every plain copy.
-                self._streamed.abort()
             self._unlock_staging()
 
 
