@@ -99,15 +99,21 @@ def _wait_for_tar_progress(outdir: Path, minimum: int, proc: subprocess.Popen[st
     _wait(proc, lambda: True if _tar_progress(outdir) >= minimum else None, f"{minimum} bytes recorded")
 
 
-@pytest.mark.parametrize("how", ["kill-9", "ctrl-c"])
-def test_tarball_resumes_after_interruption(
-    proxy: FaultProxy, image: BuiltImage, tmp_path: Path, how: str
-) -> None:
+def _stalled_tarball(proxy: FaultProxy, image: BuiltImage, tmp_path: Path) -> tuple[images.Layer, Path]:
+    """The big layer, made to stall part-way; and a tarball path alone in its own directory."""
     big = image.layers[0]
     proxy.add(Fault(match=big.digest, stall=60, stall_at=STALL_AT))
     outdir = tmp_path / "out"
     outdir.mkdir()
-    out = outdir / "app.tar"
+    return big, outdir / "app.tar"
+
+
+@pytest.mark.parametrize("how", ["kill-9", "ctrl-c"])
+def test_tarball_resumes_after_interruption(
+    proxy: FaultProxy, image: BuiltImage, tmp_path: Path, how: str
+) -> None:
+    big, out = _stalled_tarball(proxy, image, tmp_path)
+    outdir = out.parent
     proc = _start(proxy, "fetch-to-tarfile", out, tmp_path)
     _wait_for_tar_progress(outdir, 1024 * 1024, proc)
     if how == "kill-9":
@@ -151,11 +157,8 @@ def test_uncompressed_tarball_resumes_after_kill(
     proxy: FaultProxy, image: BuiltImage, tmp_path: Path
 ) -> None:
     """The layer inflating straight into the tarball is rebuilt from the kept raw prefix."""
-    big = image.layers[0]
-    proxy.add(Fault(match=big.digest, stall=60, stall_at=STALL_AT))
-    outdir = tmp_path / "out"
-    outdir.mkdir()
-    out = outdir / "app.tar"
+    big, out = _stalled_tarball(proxy, image, tmp_path)
+    outdir = out.parent
     proc = _start(proxy, "fetch-to-tarfile", out, tmp_path, "--uncompressed-layers")
     _wait_for_partial(outdir, 1024 * 1024, proc)
     proc.kill()
@@ -234,11 +237,8 @@ def test_tampered_partial_is_not_trusted(proxy: FaultProxy, image: BuiltImage, t
 def test_second_run_on_the_same_output_is_refused_while_the_first_runs(
     proxy: FaultProxy, image: BuiltImage, tmp_path: Path
 ) -> None:
-    big = image.layers[0]
-    proxy.add(Fault(match=big.digest, stall=60, stall_at=STALL_AT))
-    outdir = tmp_path / "out"
-    outdir.mkdir()
-    out = outdir / "app.tar"
+    big, out = _stalled_tarball(proxy, image, tmp_path)
+    outdir = out.parent
     first = _start(proxy, "fetch-to-tarfile", out, tmp_path)
     try:
         _wait_for_tar_progress(outdir, 1024 * 1024, first)
