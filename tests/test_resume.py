@@ -184,6 +184,24 @@ def test_uncompressed_tarball_resumes_after_kill(
     assert sorted(p.name for p in outdir.iterdir()) == ["app.tar"]
 
 
+def test_uncompressed_layer_that_streamed_to_its_end_is_kept_when_another_fails(
+    proxy: FaultProxy, image: BuiltImage, tmp_path: Path
+) -> None:
+    big, small = image.layers
+    # The small layer fails only after the big one, streamed into the tarball, is complete.
+    proxy.add(Fault(match=small.digest, stall=3, stall_at=None, status=503, times=None))
+    out = tmp_path / "app.tar"
+    args = ("fetch-to-tarfile", "-q", "--uncompressed-layers", "--retries", "0")
+    env = {"DOCKER_CONFIG": str(tmp_path / "none")}
+    fails(*args, f"{proxy.host}/{REPO}", TAG, str(out), env=env)
+    assert proxy.count(big.digest) == 1
+    proxy.clear()
+
+    ok(*args, f"{proxy.host}/{REPO}", TAG, str(out), env=env)
+    assert proxy.count(big.digest) == 1, "the complete big layer was fetched again"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "none") == ["app.tar"]
+
+
 def test_merged_directory_resumes_after_kill(proxy: FaultProxy, image: BuiltImage, tmp_path: Path) -> None:
     big = image.layers[0]
     proxy.add(Fault(match=big.digest, stall=60, stall_at=STALL_AT))

@@ -131,7 +131,11 @@ class TarballSink:
                 self.progress.unlink(missing_ok=True)
         else:
             if self._streamed is not None:
-                # Rebuilt from the staged raw prefix by a re-run, like every plain copy.
+                # A layer that streamed to its end is kept as staged, for a re-run to
+                # reuse (after re-hashing it); one cut short is rebuilt from its raw prefix.
+                done = self._streamed.done()
+                if keep and done is not None:
+                    self._streamed.save_as(self.staging / done.diff_id.replace(":", "-"))
                 self._streamed.abort()
             leftovers = (
                 [p for p in self.staging.iterdir() if p.name != ".occystrap-lock"]
@@ -400,6 +404,17 @@ class _StreamedLayer:
             return None
         return Streamed(self.path, self._layer.diff_id, self._size)
 
+    def save_as(self, dest: Path) -> None:
+        """The layer's data alone, as a file of its own (written under a temp name)."""
+        tmp = temp_name(dest)
+        try:
+            with open(self.path, "rb") as src, open(tmp, "xb") as out:
+                _copy_range(src.fileno(), out.fileno(), STREAMED_HEADER, self._size)
+            os.replace(tmp, dest)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
 
 def _header(name: str, size: int, sized: bool = False) -> bytes:
     """sized: always carry the size in a PAX record, which makes the length fixed."""
@@ -422,11 +437,16 @@ def _copy_in(out: BinaryIO, src: Path, size: int) -> None:
     with open(src, "rb") as fh:
         if os.fstat(fh.fileno()).st_size != size:
             raise IntegrityError(f"{src} is not the {size} bytes expected")
-        copied = 0
-        while copied < size:
-            # copy_file_range keeps the bytes in the kernel (and may reflink).
-            n = os.copy_file_range(fh.fileno(), out.fileno(), size - copied)
-            if n == 0:
-                raise OSError(f"{src} shrank while being copied")
-            copied += n
+        _copy_range(fh.fileno(), out.fileno(), 0, size)
     out.seek(0, os.SEEK_END)
+
+
+def _copy_range(src: int, dst: int, offset: int, size: int) -> None:
+    """size bytes of src from offset, appended to dst at its position."""
+    copied = 0
+    while copied < size:
+        # copy_file_range keeps the bytes in the kernel (and may reflink).
+        n = os.copy_file_range(src, dst, size - copied, offset + copied)
+        if n == 0:
+            raise OSError("source shrank while being copied")
+        copied += n
