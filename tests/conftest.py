@@ -1,4 +1,4 @@
-"""Shared fixtures: real registries (anonymous, basic, token) and validator tools."""
+"""Shared fixtures: real registries (anonymous, basic, token), the fault proxy, validator tools."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ if _PROJECT_ROOT not in sys.path:
     sys.path.insert(0, _PROJECT_ROOT)
 
 from tests.support import images  # noqa: E402
+from tests.support.faultproxy import FaultProxy  # noqa: E402
 from tests.support.images import BuiltImage  # noqa: E402
 from tests.support.registry import SAMPLE_REPO, SAMPLE_TAG, AuthMode, Registry, start_registry  # noqa: E402
 from tests.support.validators import Podman  # noqa: E402
@@ -91,6 +92,14 @@ def sample_image(registry: Registry, sample_built_image: BuiltImage) -> tuple[Re
     """The sample image pushed as test/sample:v1 to the anonymous `registry`."""
     registry.push_image(SAMPLE_REPO, SAMPLE_TAG, sample_built_image)
     return registry, sample_built_image
+
+
+@pytest.fixture
+def proxy(registry: Registry, image: BuiltImage) -> Iterator[FaultProxy]:
+    """The fault proxy in front of `registry`, after the test module's own `image` fixture
+    has pushed what the module fetches through it."""
+    with FaultProxy(registry.url) as p:
+        yield p
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,12 +29,6 @@ def image(registry: Registry) -> BuiltImage:
     built = images.build_sample_image(fmt="oci")
     registry.push_image(REPO, TAG, built)
     return built
-
-
-@pytest.fixture
-def proxy(registry: Registry, image: BuiltImage) -> Iterator[FaultProxy]:
-    with FaultProxy(registry.url) as p:
-        yield p
 
 
 def _command(output: str, proxy: FaultProxy, dest: Path) -> list[str]:

@@ -11,7 +11,6 @@ import http.client
 import subprocess
 import tarfile
 import time
-from collections.abc import Iterator
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any
@@ -36,12 +35,6 @@ def image(registry: Registry) -> BuiltImage:
     built = images.build_sample_image()
     registry.push_image(REPO, TAG, built)
     return built
-
-
-@pytest.fixture
-def proxy(registry: Registry, image: BuiltImage) -> Iterator[FaultProxy]:
-    with FaultProxy(registry.url) as p:
-        yield p
 
 
 @pytest.fixture

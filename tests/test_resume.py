@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -37,16 +37,15 @@ def image(registry: Registry) -> BuiltImage:
     return built
 
 
-@pytest.fixture
-def proxy(registry: Registry, image: BuiltImage) -> Iterator[FaultProxy]:
-    with FaultProxy(registry.url) as p:
-        yield p
+def _env(tmp_path: Path) -> dict[str, str]:
+    # No credentials from the host's docker config: the registry is anonymous.
+    return {"DOCKER_CONFIG": str(tmp_path / "none")}
 
 
 def _start(
     proxy: FaultProxy, command: str, out: Path, tmp_path: Path, *options: str
 ) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "DOCKER_CONFIG": str(tmp_path / "none")}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **_env(tmp_path)}
     return subprocess.Popen(
         [
             sys.executable,
@@ -65,6 +64,18 @@ def _start(
         stdout=subprocess.DEVNULL,
         text=True,
     )
+
+
+def _run(
+    proxy: FaultProxy,
+    command: str,
+    out: Path,
+    tmp_path: Path,
+    *options: str,
+    expect: Callable[..., subprocess.CompletedProcess[str]] = ok,
+) -> subprocess.CompletedProcess[str]:
+    """The same command to completion (expect=ok) or to a clean failure (expect=fails)."""
+    return expect(command, "-q", *options, f"{proxy.host}/{REPO}", TAG, str(out), env=_env(tmp_path))
 
 
 def _wait(proc: subprocess.Popen[str], found: Callable[[], T | None], what: str) -> T:
@@ -130,25 +141,11 @@ def test_tarball_resumes_after_interruption(
     kept = _tar_progress(outdir)
     assert kept >= 1024 * 1024
 
-    ok(
-        "fetch-to-tarfile",
-        "-q",
-        f"{proxy.host}/{REPO}",
-        TAG,
-        str(out),
-        env={"DOCKER_CONFIG": str(tmp_path / "none")},
-    )
+    _run(proxy, "fetch-to-tarfile", out, tmp_path)
     # The second run asked only for what the first did not keep, and re-hashed the rest from disk.
     assert proxy.seen(big.digest, "GET")[-1].range == f"bytes={kept}-"
     reference = tmp_path / "reference.tar"
-    ok(
-        "fetch-to-tarfile",
-        "-q",
-        f"{proxy.host}/{REPO}",
-        TAG,
-        str(reference),
-        env={"DOCKER_CONFIG": str(tmp_path / "none")},
-    )
+    _run(proxy, "fetch-to-tarfile", reference, tmp_path)
     assert out.read_bytes() == reference.read_bytes()
     assert sorted(p.name for p in outdir.iterdir()) == ["app.tar"]
 
@@ -165,21 +162,10 @@ def test_uncompressed_tarball_resumes_after_kill(
     proc.wait(timeout=10)
     assert not out.exists()
 
-    def fetch(to: Path) -> None:
-        ok(
-            "fetch-to-tarfile",
-            "-q",
-            "--uncompressed-layers",
-            f"{proxy.host}/{REPO}",
-            TAG,
-            str(to),
-            env={"DOCKER_CONFIG": str(tmp_path / "none")},
-        )
-
-    fetch(out)
+    _run(proxy, "fetch-to-tarfile", out, tmp_path, "--uncompressed-layers")
     assert (proxy.seen(big.digest, "GET")[-1].range or "").startswith("bytes=")
     reference = tmp_path / "reference.tar"
-    fetch(reference)
+    _run(proxy, "fetch-to-tarfile", reference, tmp_path, "--uncompressed-layers")
     assert out.read_bytes() == reference.read_bytes()
     assert sorted(p.name for p in outdir.iterdir()) == ["app.tar"]
 
@@ -191,13 +177,12 @@ def test_uncompressed_layer_that_streamed_to_its_end_is_kept_when_another_fails(
     # The small layer fails only after the big one, streamed into the tarball, is complete.
     proxy.add(Fault(match=small.digest, stall=3, stall_at=None, status=503, times=None))
     out = tmp_path / "app.tar"
-    args = ("fetch-to-tarfile", "-q", "--uncompressed-layers", "--retries", "0")
-    env = {"DOCKER_CONFIG": str(tmp_path / "none")}
-    fails(*args, f"{proxy.host}/{REPO}", TAG, str(out), env=env)
+    options = ("--uncompressed-layers", "--retries", "0")
+    _run(proxy, "fetch-to-tarfile", out, tmp_path, *options, expect=fails)
     assert proxy.count(big.digest) == 1
     proxy.clear()
 
-    ok(*args, f"{proxy.host}/{REPO}", TAG, str(out), env=env)
+    _run(proxy, "fetch-to-tarfile", out, tmp_path, *options)
     assert proxy.count(big.digest) == 1, "the complete big layer was fetched again"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "none") == ["app.tar"]
 
@@ -214,14 +199,7 @@ def test_merged_directory_resumes_after_kill(proxy: FaultProxy, image: BuiltImag
     blob = target / "blobs/sha256" / big.digest[7:]
     assert not blob.exists()  # a partial download never takes the blob's own name
 
-    ok(
-        "fetch-to-extracted",
-        "-q",
-        f"{proxy.host}/{REPO}",
-        TAG,
-        str(target),
-        env={"DOCKER_CONFIG": str(tmp_path / "none")},
-    )
+    _run(proxy, "fetch-to-extracted", target, tmp_path)
     assert (proxy.seen(big.digest, "GET")[-1].range or "").startswith("bytes=")
     assert images.sha256_digest(blob.read_bytes()) == big.digest
     assert not list(target.rglob("*.partial"))
@@ -239,14 +217,7 @@ def test_tampered_partial_is_not_trusted(proxy: FaultProxy, image: BuiltImage, t
     data[100] ^= 0xFF
     partial.write_bytes(bytes(data))
 
-    ok(
-        "fetch-to-extracted",
-        "-q",
-        f"{proxy.host}/{REPO}",
-        TAG,
-        str(target),
-        env={"DOCKER_CONFIG": str(tmp_path / "none")},
-    )
+    _run(proxy, "fetch-to-extracted", target, tmp_path)
     # The resumed digest failed, so the blob was fetched again from its first byte.
     assert proxy.seen(big.digest, "GET")[-1].range is None
     assert images.sha256_digest((target / "blobs/sha256" / big.digest[7:]).read_bytes()) == big.digest
@@ -260,20 +231,12 @@ def test_second_run_on_the_same_output_is_refused_while_the_first_runs(
     first = _start(proxy, "fetch-to-tarfile", out, tmp_path)
     try:
         _wait_for_tar_progress(outdir, 1024 * 1024, first)
-        proc = fails("fetch-to-tarfile", "-q", f"{proxy.host}/{REPO}", TAG, str(out),
-                     env={"DOCKER_CONFIG": str(tmp_path / "none")})  # fmt: skip
+        proc = _run(proxy, "fetch-to-tarfile", out, tmp_path, expect=fails)
         assert "another occystrap run is writing" in proc.stderr and str(out) in proc.stderr
         assert first.poll() is None  # the first run was not disturbed
     finally:
         first.kill()
         first.wait(timeout=10)
     # ...and what it wrote still resumes.
-    ok(
-        "fetch-to-tarfile",
-        "-q",
-        f"{proxy.host}/{REPO}",
-        TAG,
-        str(out),
-        env={"DOCKER_CONFIG": str(tmp_path / "none")},
-    )
+    _run(proxy, "fetch-to-tarfile", out, tmp_path)
     assert (proxy.seen(big.digest, "GET")[-1].range or "").startswith("bytes=")
