@@ -52,6 +52,7 @@ from occystrap.model import (
 )
 from occystrap.reference import Reference
 from occystrap.tuning import DEFAULT_VERIFY_WORKERS
+from occystrap.ui.state import human, plural
 from occystrap.verify import decoder_for
 
 CHUNK = 1024 * 1024
@@ -104,10 +105,10 @@ class Result:
     def summary(self) -> str:
         head = "OK" if self.ok else f"FAILED ({len(self.problems)} problem(s))"
         return (
-            f"{head}: {self.path} ({self.layout}): {_plural(self.images, 'image')}, "
-            + (f"{_plural(self.manifests, 'manifest')}, " if self.manifests else "")
-            + f"{_plural(self.blobs, 'blob')} ({_human(self.bytes)}) "
-            f"re-hashed, {_plural(self.diff_ids, 'diff_id')} checked"
+            f"{head}: {self.path} ({self.layout}): {plural(self.images, 'image')}, "
+            + (f"{plural(self.manifests, 'manifest')}, " if self.manifests else "")
+            + f"{plural(self.blobs, 'blob')} ({human(self.bytes)}) "
+            f"re-hashed, {plural(self.diff_ids, 'diff_id')} checked"
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -126,19 +127,6 @@ class Result:
 
 class VerifyFailedError(IntegrityError):
     """verify found problems (each already reported on its own line)."""
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{n} B"  # pragma: no cover
 
 
 def _short(digest: str) -> str:
@@ -864,7 +852,7 @@ class _Verifier:
             for outcome in pool.map(self.check_blob, order):
                 outcomes[outcome.name] = outcome
                 if outcome.present:
-                    self.note(f"checked {outcome.name} ({_human(outcome.size)})")
+                    self.note(f"checked {outcome.name} ({human(outcome.size)})")
         except BaseException:
             self._stop.set()
             pool.shutdown(wait=True, cancel_futures=True)

@@ -45,6 +45,7 @@ from occystrap.sinks.base import Sink, write_atomic
 from occystrap.sinks.directory import DirectorySink
 from occystrap.sinks.tarball import TarballSink
 from occystrap.spec import ImageSpec, MirrorSpec, select_tags
+from occystrap.ui.state import human
 from occystrap.verify import file_digest
 
 LOCK_NAME = "occystrap.lock"
@@ -636,15 +637,6 @@ def estimate(result: Plan, dest: Path) -> Estimate:
         len(present),
         present_bytes,
     )
-
-
-def human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{n} B"
 
 
 def dry_run_report(result: Plan, dest: Path) -> list[str]:
