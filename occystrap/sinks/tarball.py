@@ -366,10 +366,6 @@ class _StreamedLayer:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
             return True
 
-    def _header(self) -> bytes:
-        assert self._layer is not None
-        return _header(layout.blob_path(self._layer.diff_id), self._size, sized=True)
-
     def write(self, data: bytes) -> None:
         assert self._fd is not None
         os.pwrite(self._fd, data, STREAMED_HEADER + self._size)
@@ -379,8 +375,8 @@ class _StreamedLayer:
         self._size = 0
 
     def commit(self) -> None:
-        assert self._fd is not None
-        header = self._header()
+        assert self._fd is not None and self._layer is not None
+        header = _header(layout.blob_path(self._layer.diff_id), self._size, sized=True)
         assert len(header) == STREAMED_HEADER
         os.pwrite(self._fd, header, 0)
         end = STREAMED_HEADER + self._size
