@@ -8,6 +8,7 @@ through a bounded channel, so a batch costs no event-loop round trip between sta
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -35,9 +36,10 @@ class Channel(Generic[T]):
         self._cond = threading.Condition()
         self._closed = False
         self._abandoned = False
+        self._room: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
 
     def try_put(self, item: T) -> bool:
-        """Without blocking: False if full (the event loop then waits in a thread)."""
+        """Without blocking: False if full."""
         with self._cond:
             if self._abandoned:
                 return True
@@ -46,6 +48,21 @@ class Channel(Generic[T]):
             self._items.append(item)
             self._cond.notify_all()
             return True
+
+    async def put_async(self, item: T) -> None:
+        """From the event loop: waits for room as a future the reader resolves, so
+        back-pressure costs no worker thread and no round trip through one."""
+        while not self.try_put(item):
+            loop = asyncio.get_running_loop()
+            room: asyncio.Future[None] = loop.create_future()
+            with self._cond:
+                if len(self._items) < self._depth or self._abandoned:
+                    continue  # room was made since try_put looked
+                self._room = (loop, room)
+            try:
+                await room
+            finally:
+                self._room = None
 
     def put(self, item: T) -> None:
         with self._cond:
@@ -64,6 +81,7 @@ class Channel(Generic[T]):
                 return None
             item = self._items.popleft()
             self._cond.notify_all()
+            self._wake_writer()
             return item
 
     def close(self) -> None:
@@ -76,6 +94,18 @@ class Channel(Generic[T]):
             self._abandoned = True
             self._items.clear()
             self._cond.notify_all()
+            self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        if self._room is not None:
+            loop, room = self._room
+            self._room = None
+            loop.call_soon_threadsafe(_resolve, room)
+
+
+def _resolve(room: asyncio.Future[None]) -> None:
+    if not room.done():  # a cancelled writer has gone
+        room.set_result(None)
 
 
 def _consume(
@@ -103,7 +133,7 @@ class BlobStages:
 
     def __init__(self, check: BlobCheck, batch: int, limiter: anyio.CapacityLimiter) -> None:
         self._check = check
-        self._batch = batch
+        self.batch = batch
         self._limiter = limiter
         self._raw: Channel[list[bytes]] = Channel()
         self._compressed: Channel[list[bytes]] | None = Channel() if check.wants_plain else None
@@ -123,9 +153,8 @@ class BlobStages:
     async def feed(self, batch: list[bytes]) -> None:
         """batch: chunks as the network delivered them; never joined, so never copied."""
         for channel in (self._raw, self._compressed):
-            if channel is not None and not channel.try_put(batch):
-                # The stage is behind: wait for room off the event loop.
-                await anyio.to_thread.run_sync(channel.put, batch)
+            if channel is not None:
+                await channel.put_async(batch)
 
     def close(self) -> None:
         self._raw.close()
@@ -145,11 +174,11 @@ class BlobStages:
         for data in batch:
             done = False
             while not done:
-                chunks, done = self._check.inflate(data, self._batch - size)
+                chunks, done = self._check.inflate(data, self.batch - size)
                 data = b""
                 out.extend(chunks)
                 size += sum(len(c) for c in chunks)
-                if size >= self._batch:
+                if size >= self.batch:
                     yield out
                     out, size = [], 0
         if out:
