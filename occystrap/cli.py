@@ -212,6 +212,9 @@ def run(
 def run_reported(opts: dict[str, Any], reporter: CliReporter, main: Callable[[], Awaitable[None]]) -> None:
     verbose = bool(opts.get("verbose"))
 
+    from occystrap.heap import keep_freed_memory
+
+    keep_freed_memory()
     code = 0
     try:
         anyio.run(main)
