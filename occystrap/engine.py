@@ -45,6 +45,11 @@ MAX_BATCH = 512 * 1024
 MIN_BATCH = 128 * 1024
 
 
+# BlobProgress about every MiB, as the JSON schema says: finer steps only cost the
+# reporters time (a refresh draws at most ten times a second).
+PROGRESS_STEP = 1024 * 1024
+
+
 def batch_size(in_flight: int) -> int:
     return max(MIN_BATCH, min(MAX_BATCH, BATCH_BUDGET // max(1, in_flight)))
 
@@ -217,7 +222,7 @@ class Engine:
                 await stages.feed([chunk])
         pending: list[bytes] = []
         pending_size = 0
-        done = offset
+        done = reported = offset
         try:
             async with aclosing(self.client.blob_chunks(job.ref, desc, offset)) as chunks:
                 async for chunk in chunks:
@@ -227,7 +232,9 @@ class Engine:
                         done += pending_size
                         batch, pending, pending_size = pending, [], 0
                         await stages.feed(batch)
-                        self.reporter.emit(BlobProgress(desc.digest, done, desc.size))
+                        if done - reported >= PROGRESS_STEP:
+                            reported = done
+                            self.reporter.emit(BlobProgress(desc.digest, done, desc.size))
         except OccystrapError:
             if pending:
                 await stages.feed(pending)
