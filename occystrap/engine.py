@@ -44,7 +44,6 @@ BATCH_BUDGET = 1024 * 1024
 MAX_BATCH = 512 * 1024
 MIN_BATCH = 128 * 1024
 
-
 # BlobProgress about every MiB, as the JSON schema says: finer steps only cost the
 # reporters time (a refresh draws at most ten times a second).
 PROGRESS_STEP = 1024 * 1024
@@ -69,7 +68,7 @@ class Engine:
         self.limiter = anyio.CapacityLimiter(self.parallel)
         # Each blob in flight runs up to three stage threads; their own limiter keeps them
         # from starving (or being starved by) the short calls that share anyio's default one.
-        self.stage_limiter = anyio.CapacityLimiter(3 * max(1, parallel))
+        self.stage_limiter = anyio.CapacityLimiter(3 * self.parallel)
 
     async def resolve_all(self, refs: Sequence[Reference], platform: Platform) -> list[Image]:
         images: list[Image | None] = [None] * len(refs)

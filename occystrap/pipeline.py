@@ -62,7 +62,8 @@ class Channel(Generic[T]):
             try:
                 await room
             finally:
-                self._room = None
+                with self._cond:
+                    self._room = None  # also when cancelled: the reader must not wake a gone writer
 
     def put(self, item: T) -> None:
         with self._cond:
