@@ -314,6 +314,7 @@ class ImageSpec:
     repo: str
     tag: str
     layers: tuple[LayerSpec, ...]
+    targets: bool = True  # False: shown for what it tells, held to no target
 
 
 @dataclass(frozen=True)
@@ -865,6 +866,8 @@ def fetch_images(args: argparse.Namespace) -> list[ImageSpec]:
             "v1",
             tuple(LayerSpec(five_mb, seed=500 + i, max_file_mb=five_cap) for i in range(5)),
         ),
+        # Next to nothing to move: its times are each tool's fixed costs (start-up, resolving, writing).
+        ImageSpec("tiny", "bench/tiny", "v1", (LayerSpec(0.1, seed=600, max_file_mb=0.1),), targets=False),
     ]
 
 
@@ -884,7 +887,9 @@ def fetch_to_tarfile(ctx: BenchContext) -> ScenarioResult:
     # (occystrap tool, skopeo tool it is compared with, target ratio of median times)
     pairs = {OCCY_U: (SKOPEO_DA, 0.5), OCCY_C: (SKOPEO_OCI, 1.0)}
 
-    images = [ctx.push_image(spec) for spec in fetch_images(ctx.args)]
+    specs = fetch_images(ctx.args)
+    untargeted = {spec.name for spec in specs if not spec.targets}
+    images = [ctx.push_image(spec) for spec in specs]
     measurements: list[Measurement] = []
     for image in images:
         log(f"timing {image.name}: {', '.join(t.name for t in tools)}; 1 warm-up + {ctx.args.runs} rounds")
@@ -906,14 +911,15 @@ def fetch_to_tarfile(ctx: BenchContext) -> ScenarioResult:
                 other, limit = pairs[t.name]
                 ratio = s.median_s / by_tool[other].median_s
                 paired = paired_ratio(measurements, image.name, t.name, other)
-                time_check = Check(image.name, f"{t.name} / {other} (median wall)", ratio, limit)
-                rss_check = Check(image.name, f"{t.name} peak RSS", s.peak_rss_mib, RSS_LIMIT_MIB, "MiB")
-                checks += [time_check, rss_check]
-                target = f"<={limit:g}, RSS<={RSS_LIMIT_MIB:g}"
-                misses = [w for c, w in ((time_check, "time"), (rss_check, "RSS")) if not c.met]
-                met = "yes" if not misses else "NO: " + ", ".join(misses)
-                if s.failed:
-                    met = "NO: failed"
+                if image.name not in untargeted:
+                    time_check = Check(image.name, f"{t.name} / {other} (median wall)", ratio, limit)
+                    rss_check = Check(image.name, f"{t.name} peak RSS", s.peak_rss_mib, RSS_LIMIT_MIB, "MiB")
+                    checks += [time_check, rss_check]
+                    target = f"<={limit:g}, RSS<={RSS_LIMIT_MIB:g}"
+                    misses = [w for c, w in ((time_check, "time"), (rss_check, "RSS")) if not c.met]
+                    met = "yes" if not misses else "NO: " + ", ".join(misses)
+                    if s.failed:
+                        met = "NO: failed"
             rss = fmt(s.peak_rss_mib, 1) + (" !" if s.peak_rss_mib > RSS_LIMIT_MIB else "")
             rows.append([
                 image.name, t.name, str(s.runs), fmt(s.median_s), fmt(s.min_s), fmt(s.mib_per_s, 1), rss,
@@ -933,6 +939,7 @@ def fetch_to_tarfile(ctx: BenchContext) -> ScenarioResult:
             f"{image.compressed_bytes / MiB:.1f} MiB compressed, "
             f"{image.uncompressed_bytes / MiB:.1f} MiB uncompressed, "
             f"{sum(la.files for la in image.layers)} files."
+            + (" No target: its times are the tools' fixed costs." if image.name in untargeted else "")
         )
     failures = [s for s in summaries if s.failed]
     for s in failures:

@@ -39,6 +39,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 if str(PROJECT_ROOT) not in sys.path:
@@ -329,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         retries = Counter(
             "blob" if e.get("digest") else "other" for e in events if e.get("event") == "BlobRetry"
         )
-        summary = next((e for e in reversed(events) if e.get("event") == "Summary"), {})
+        summary: dict[str, Any] = next((e for e in reversed(events) if e.get("event") == "Summary"), {})
         blob_requests = proxy.seen(BLOB_GETS, "GET")
         sent = sum(s.body_bytes for s in blob_requests)
         gnu = parse_gnu_time(time_file)
@@ -358,8 +359,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  peak RSS:               {f'{int(rss_kb) / 1024:.1f} MiB' if rss_kb else 'unknown'}")
         if problems:
             print(f"FAILED: {len(problems)} problem(s)")
-            for p in problems[:30]:
-                print(f"  - {p}")
+            for problem in problems[:30]:
+                print(f"  - {problem}")
             log(f"kept {work} for inspection")
             args.keep = True
             return 1
