@@ -267,8 +267,14 @@ def _layout(width: int, label_width: int) -> dict[str, int]:
         del widths[drop]
     spare = width - sum(widths.values()) - len(widths)  # one space between columns, one spare
     if spare < 30:  # narrow: the names matter more than a bar
-        widths["label"] = max(spare, 6)
         del widths["bar"]
+        if spare >= 6:
+            widths["label"] = spare
+        else:  # very narrow: no names; the status gets what is left beside digest and bytes
+            del widths["label"]
+            widths["status"] = min(_STATUS_W, width - widths["digest"] - widths["bytes"] - 2)
+            if widths["status"] < 4:
+                del widths["status"]
     else:
         widths["label"] = max(min(label_width, 28, spare // 2), 12)
         widths["bar"] = min(spare - widths["label"] - 1, 30)
