@@ -478,6 +478,26 @@ def test_json_lines(sample: tuple[str, BuiltImage], tmp_path: Path) -> None:
     assert summary["retries"] == summary["warnings"] == 0
 
 
+def test_json_progress_comes_about_every_mib(registry: Registry, tmp_path: Path) -> None:
+    """The schema promises BlobProgress about every MiB: not once per network batch."""
+    noise = random.Random(7).randbytes(5 * 1024 * 1024)  # incompressible: a 5 MiB blob
+    image = images.build_image([[images.Entry.file("noise.bin", noise)]], fmt="oci")
+    registry.push_image("progress/mib", "v1", image)
+    out = tmp_path / "out.tar"
+    ref = f"{registry.host}/progress/mib"
+    proc = ok("fetch-to-tarfile", "--progress", "json", ref, "v1", str(out), env=no_creds(tmp_path))
+    [layer] = image.layers
+    steps = [
+        doc["done"]
+        for doc in map(json.loads, proc.stderr.splitlines())
+        if doc["event"] == "BlobProgress" and doc["digest"] == layer.digest
+    ]
+    assert steps[-1] == layer.size > 5 * 1024 * 1024, steps
+    gaps = [b - a for a, b in zip([0, *steps], steps, strict=False)]
+    assert all(gap >= 1024 * 1024 for gap in gaps[:-1]), gaps
+    assert 4 <= len(steps) <= 6, steps
+
+
 def test_retries_are_reported(registry: Registry, sample: tuple[str, BuiltImage], tmp_path: Path) -> None:
     _, image = sample
     layer = image.layers[0]
