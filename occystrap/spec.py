@@ -212,11 +212,7 @@ def _registries(raw: Any, where: str) -> dict[str, RegistrySettings]:
         here = f"{where}.{host}"
         if not isinstance(item, dict):
             raise ManifestError(f"{here}: expected a mapping")
-        unknown = sorted(str(k) for k in item if k not in _REGISTRY_KEYS)
-        if unknown:
-            raise ManifestError(
-                f"{here}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(_REGISTRY_KEYS))}"
-            )
+        _no_unknown_keys(item, _REGISTRY_KEYS, here)
         password = None
         if "password_env" in item:
             password = os.environ.get(str(item["password_env"]))
@@ -260,16 +256,20 @@ def from_refs(refs: Sequence[str]) -> MirrorSpec:
     return MirrorSpec(tuple(merged.values()))
 
 
+def _no_unknown_keys(item: dict[Any, Any], known: frozenset[str], where: str) -> None:
+    """A misspelt key must not silently fall back to a default: name it and what is known."""
+    unknown = sorted(str(k) for k in item if k not in known)
+    if unknown:
+        listed = ", ".join(sorted(known))
+        raise ManifestError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {listed}")
+
+
 def _image(item: Any, where: str) -> ImageSpec:
     if isinstance(item, str):
         item = {"name": item}
     if not isinstance(item, dict):
         raise ManifestError(f"{where}: expected a mapping with at least 'name'")
-    unknown = sorted(str(k) for k in item if k not in _KEYS)
-    if unknown:
-        raise ManifestError(
-            f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(_KEYS))}"
-        )
+    _no_unknown_keys(item, _KEYS, where)
     name = item.get("name")
     if not isinstance(name, str) or not name.strip():
         raise ManifestError(f"{where}: 'name' must be a non-empty string")
