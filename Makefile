@@ -2,8 +2,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-SYSTEM_TOOLS := docker-registry skopeo podman umoci runc
-APT_PACKAGES := docker-registry skopeo podman umoci runc time
+SYSTEM_TOOLS := docker-registry skopeo podman umoci runc dockerd busybox
+APT_PACKAGES := docker-registry skopeo podman umoci runc time docker.io busybox-static
 
 .PHONY: demo test check lint types bench bytecode system-deps registry-dep clean
 

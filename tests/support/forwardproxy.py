@@ -203,24 +203,25 @@ class ForwardProxy:
             self._record(ProxyRequest(method, target, host, port, status, authenticated, user))
 
         try:
-            if self.credentials is not None and not authenticated:
-                raise _Refused(407, "proxy authentication required")
             if method == "CONNECT":
                 host, port = _split_host_port(target, 443)
-                up_reader, up_writer = await self._open(host, port)
-                writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                await writer.drain()
-                record(200)
-                await _tunnel(reader, writer, up_reader, up_writer)
-                return
-            url = urllib.parse.urlsplit(target)
-            if url.scheme != "http" or not url.hostname:
-                raise _Refused(400, "absolute http:// URI expected")
-            host, port = url.hostname, url.port or 80
+            else:
+                url = urllib.parse.urlsplit(target)
+                if url.scheme != "http" or not url.hostname:
+                    raise _Refused(400, "absolute http:// URI expected")
+                host, port = url.hostname, url.port or 80
+            if self.credentials is not None and not authenticated:
+                raise _Refused(407, "proxy authentication required")
             up_reader, up_writer = await self._open(host, port)
         except _Refused as refused:
             record(refused.status)
             await _answer(writer, refused.status, refused.reason)
+            return
+        if method == "CONNECT":
+            record(200)
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            await writer.drain()
+            await _tunnel(reader, writer, up_reader, up_writer)
             return
         path = url.path or "/"
         path += f"?{url.query}" if url.query else ""
@@ -231,7 +232,10 @@ class ForwardProxy:
         up_writer.write("\r\n".join(lines).encode("latin-1"))
         body = asyncio.create_task(_pipe(reader, up_writer))  # whatever the client sends next is body
         try:
-            record(await _relay_response(up_reader, writer))
+            status, response_head = await _response_head(up_reader, writer)
+            record(status)  # before the client can have it all: tests read the log right after
+            writer.write(response_head)
+            await _pipe(up_reader, writer)
         except asyncio.IncompleteReadError:
             record(502)  # the origin closed before a whole response head
             await _answer(writer, 502, f"{host}:{port} closed the connection")
@@ -276,21 +280,20 @@ async def _answer(writer: asyncio.StreamWriter, status: int, reason: str) -> Non
     await writer.drain()
 
 
-async def _relay_response(up: asyncio.StreamReader, client: asyncio.StreamWriter) -> int:
-    """Pass the origin's response on with `Connection: close`; its final status."""
+async def _response_head(up: asyncio.StreamReader, client: asyncio.StreamWriter) -> tuple[int, bytes]:
+    """The origin's final status and its head rewritten to `Connection: close`; 1xx heads
+    (100 Continue) come before it and go straight on to the client."""
     while True:
-        head = await up.readuntil(b"\r\n\r\n")
-        status_line, _, raw = _parse_head(head)
+        status_line, _, raw = _parse_head(await up.readuntil(b"\r\n\r\n"))
         status = int(status_line.split(" ", 2)[1])
         kept = [(k, v) for k, v in raw if k.lower() not in ("connection", "keep-alive")]
         if status >= 200:
             kept.append(("Connection", "close"))
-        client.write("\r\n".join([status_line, *(f"{k}: {v}" for k, v in kept), "", ""]).encode("latin-1"))
+        head = "\r\n".join([status_line, *(f"{k}: {v}" for k, v in kept), "", ""]).encode("latin-1")
+        if status >= 200:
+            return status, head
+        client.write(head)
         await client.drain()
-        if status >= 200:  # 1xx (100 Continue) come before the real answer
-            break
-    await _pipe(up, client)
-    return status
 
 
 async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
