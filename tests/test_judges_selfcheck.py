@@ -11,6 +11,7 @@ import dataclasses
 import http.client
 import json
 import ssl
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from tests.support.runnable import (
     RUNNABLE_DEFAULT_OUTPUT,
     RUNNABLE_ENTRYPOINT,
     RUNNABLE_MOTD,
+    NoStaticBusybox,
     build_runnable_image,
 )
 from tests.support.runtime import make_reference_bundle, run_bundle
@@ -97,6 +99,17 @@ def test_docker_load_rejects_a_layer_that_does_not_match_its_diff_id(
 
 
 # -- runc and podman ---------------------------------------------------------------------
+
+
+def test_runnable_image_is_deterministic_and_wants_a_static_busybox(runnable_image: BuiltImage) -> None:
+    again = build_runnable_image(fmt="docker")
+    assert (again.manifest_digest, again.config_digest) == (
+        runnable_image.manifest_digest,
+        runnable_image.config_digest,
+    )
+    # A dynamically linked binary would die in the image with a bare "no such file or directory".
+    with pytest.raises(NoStaticBusybox, match="not a static ELF"):
+        build_runnable_image(busybox=Path(sys.executable).resolve())
 
 
 def _reference_bundle(tmp_path: Path) -> Path:
