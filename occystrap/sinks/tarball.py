@@ -18,15 +18,20 @@ import shutil
 import struct
 import tarfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from occystrap import layout
-from occystrap.errors import IntegrityError, UsageError
-from occystrap.model import Image, Layer
-from occystrap.sinks.base import RawBlobTarget, TempFile, temp_name, verified_or_removed
+import anyio
+
+from occystrap.errors import IntegrityError, UnsupportedMediaTypeError, UsageError
+from occystrap.layout import writer
+from occystrap.model import Artifact, Descriptor, Image, Layer, Node, walk
+from occystrap.platform import Platform
+from occystrap.reference import Reference
+from occystrap.sinks.base import RawAndPlainTarget, RawBlobTarget, TempFile, temp_name, verified_or_removed
+from occystrap.streamcheck import stream_digest
 
 BLOCK = 512
 CHUNK = 1024 * 1024
@@ -41,24 +46,43 @@ class Member:
     layer: Layer | None = None
 
 
-def plan(stored: list[layout.StoredImage]) -> list[Member]:
-    """Every member in order: layers (each once), then configs, manifests and the index files."""
+def plan(
+    nodes: Sequence[Node], primary: Platform | None = None, rewrite: writer.Rewrite = writer.as_served
+) -> list[Member]:
+    """Every member in order: streamed blobs (each once), then configs, manifests and the index files."""
     members: list[Member] = []
     seen: set[str] = set()
-    for s in stored:
-        for image_layer, desc in zip(s.image.layers, s.layers, strict=True):
-            name = layout.blob_path(desc.digest)
-            if name not in seen:
-                seen.add(name)
-                members.append(Member(name, desc.size, layer=image_layer))
-    members.extend(Member(name, len(data), data=data) for name, data in layout.image_files(stored))
+    for root in nodes:
+        for node in walk(root):
+            pairs: Iterable[tuple[Layer, Descriptor]]
+            if isinstance(node, Image):
+                pairs = zip(node.layers, rewrite(node).layers, strict=True)
+            elif isinstance(node, Artifact):
+                pairs = ((Layer(d, None), d) for d in node.blobs)
+            else:
+                continue
+            for layer, desc in pairs:
+                name = writer.blob_path(desc.digest)
+                if name not in seen:
+                    seen.add(name)
+                    members.append(Member(name, desc.size, layer=layer))
+    members.extend(
+        Member(name, len(data), data=data)
+        for name, data in writer.image_files(nodes, primary, rewrite)
+        if name not in seen
+    )
     return members
 
 
 class TarballSink:
-    def __init__(self, path: Path, uncompressed_layers: bool = False) -> None:
+    check_diff_ids = True
+
+    def __init__(
+        self, path: Path, uncompressed_layers: bool = False, platform: Platform | None = None
+    ) -> None:
         self.path = path
         self.uncompressed = uncompressed_layers
+        self.platform = platform
         self.staging = path.with_name(f".{path.name}.occystrap-staging")
         self.partial = path.with_name(f".{path.name}.occystrap-partial")
         self.progress = path.with_name(f".{path.name}.occystrap-progress")
@@ -67,11 +91,18 @@ class TarballSink:
         self._staging_lock: int | None = None
 
     @property
-    def destination(self) -> Path:
-        return self.path
+    def destination(self) -> str:
+        return str(self.path)
 
-    def begin(self, images: list[Image]) -> None:
+    async def begin(self, nodes: list[Node]) -> None:
+        await anyio.to_thread.run_sync(self._begin, nodes)
+
+    def _begin(self, nodes: list[Node]) -> None:
         if self.uncompressed:
+            if any(not isinstance(n, Image) for root in nodes for n in walk(root)):
+                raise UnsupportedMediaTypeError(
+                    "--uncompressed-layers needs runnable images, not artifacts or indexes"
+                )
             self.staging.mkdir(parents=True, exist_ok=True)
             self._staging_lock = _locked(self.staging / ".occystrap-lock")
             # Inside the locked staging directory, under a fixed name: a run killed with -9
@@ -80,34 +111,51 @@ class TarballSink:
             streamed.unlink(missing_ok=True)
             self._streamed = _StreamedLayer(streamed)
         else:
-            self._direct = _InPlace(self.partial, self.progress, plan([layout.as_served(i) for i in images]))
+            self._direct = _InPlace(self.partial, self.progress, plan(nodes, self.platform))
 
     def _staged(self, layer: Layer) -> Path:
+        assert layer.diff_id is not None
         return self.staging / layer.diff_id.replace(":", "-")
 
     def has_layer(self, layer: Layer) -> bool:
         """A layer completed by an interrupted run, re-hashed before it is reused."""
         if self._direct is not None:
             return self._direct.complete(layer)
+        assert layer.diff_id is not None
         return verified_or_removed(self._staged(layer), layer.diff_id)
 
-    def open_layer(self, layer: Layer) -> RawBlobTarget | _LayerInPlace:
+    async def present(self, layer: Layer, refs: Sequence[Reference]) -> str | None:
+        return "present" if await anyio.to_thread.run_sync(self.has_layer, layer) else None
+
+    async def open_blob(self, layer: Layer, refs: Sequence[Reference]) -> RawBlobTarget | _LayerInPlace:
+        return await anyio.to_thread.run_sync(self._open, layer)
+
+    def _open(self, layer: Layer) -> RawBlobTarget | _LayerInPlace:
         if self._direct is not None:
             return self._direct.target(layer)
         raw = self.staging / layer.descriptor.digest.replace(":", "-")
         streamed = self._streamed
         if streamed is not None and streamed.claim(layer):
-            return RawBlobTarget(raw.with_suffix(".raw"), plain=streamed)
-        return RawBlobTarget(raw.with_suffix(".raw"), plain=TempFile(self._staged(layer)))
+            return RawAndPlainTarget(raw.with_suffix(".raw"), plain=streamed)
+        return RawAndPlainTarget(raw.with_suffix(".raw"), plain=TempFile(self._staged(layer)))
 
-    def commit(self, images: list[Image]) -> None:
+    async def commit(self, nodes: list[Node]) -> None:
+        await anyio.to_thread.run_sync(self._commit, nodes)
+
+    def _commit(self, nodes: list[Node]) -> None:
         if self._direct is not None:
             self._direct.finish(self.path)
             return
         head = self._streamed.done() if self._streamed is not None else None
-        sizes = {l.diff_id: self._plain_size(l, head) for i in images for l in i.layers}
-        stored = [layout.with_uncompressed_layers(i, sizes) for i in images]
-        write_tarball(self.path, stored, self._staged, head)
+        images = [i for root in nodes for i in walk(root) if isinstance(i, Image)]
+        sizes: dict[str, int] = {
+            l.diff_id: self._plain_size(l, head) for i in images for l in i.layers if l.diff_id
+        }
+
+        def rewrite(image: Image) -> writer.StoredImage:
+            return writer.with_uncompressed_layers(image, sizes)
+
+        write_tarball(self.path, plan(nodes, self.platform, rewrite), self._staged, head)
         shutil.rmtree(self.staging, ignore_errors=True)
         self._unlock_staging()
 
@@ -121,7 +169,10 @@ class TarballSink:
             os.close(self._staging_lock)
             self._staging_lock = None
 
-    def abort(self, keep: bool) -> None:
+    async def abort(self, keep: bool) -> None:
+        await anyio.to_thread.run_sync(self._abort, keep)
+
+    def _abort(self, keep: bool) -> None:
         # After a network failure or Ctrl-C, what arrived stays for a re-run to resume.
         # Bad data leaves nothing behind.
         if self._direct is not None:
@@ -202,10 +253,7 @@ class _InPlace:
         digest, size = layer.descriptor.digest, layer.descriptor.size
         if self.done(digest) != size:
             return False
-        h = hashlib.sha256()
-        for chunk in self.read(digest, size):
-            h.update(chunk)
-        if "sha256:" + h.hexdigest() == digest:
+        if stream_digest(self.read(digest, size))[0] == digest:
             return True
         self.record(digest, 0)
         return False
@@ -232,9 +280,6 @@ class _InPlace:
 class _LayerInPlace:
     """One layer's region of the tarball being written; its progress survives the process."""
 
-    wants_raw = True
-    wants_plain = False
-
     def __init__(self, space: _InPlace, digest: str) -> None:
         self.space = space
         self.digest = digest
@@ -259,13 +304,10 @@ class _LayerInPlace:
         # After the data: a crash leaves the record at or behind what is really on disk.
         self.space.record(self.digest, self.position)
 
-    def write_plain(self, data: bytes) -> None:
-        raise AssertionError("layers are kept as served")
-
-    def commit(self, plain_size: int) -> None:
+    async def commit(self, plain_size: int) -> None:
         return None
 
-    def abort(self, keep: bool) -> None:
+    async def abort(self, keep: bool) -> None:
         if not keep:
             self.space.record(self.digest, 0)
 
@@ -304,11 +346,11 @@ def _has_size(path: Path, size: int) -> bool:
 
 def write_tarball(
     path: Path,
-    stored: list[layout.StoredImage],
+    members: list[Member],
     source: Callable[[Layer], Path],
     head: Streamed | None = None,
 ) -> None:
-    """The layout as one tar, written in order under a temp name, renamed into place when complete.
+    """The members as one tar, written in order under a temp name, renamed into place when complete.
 
     head: a file that already holds the first member (a layer streamed into it); the rest follows.
     """
@@ -316,7 +358,7 @@ def write_tarball(
     try:
         with open(tmp, "r+b" if head is not None else "xb") as out:
             out.seek(0, os.SEEK_END)
-            for m in plan(stored):
+            for m in members:
                 if head is not None and m.layer is not None and m.layer.diff_id == head.diff_id:
                     continue
                 out.write(_header(m.name, m.size))
@@ -376,7 +418,8 @@ class _StreamedLayer:
 
     def commit(self) -> None:
         assert self._fd is not None and self._layer is not None
-        header = _header(layout.blob_path(self._layer.diff_id), self._size, sized=True)
+        assert self._layer.diff_id is not None
+        header = _header(writer.blob_path(self._layer.diff_id), self._size, sized=True)
         assert len(header) == STREAMED_HEADER
         os.pwrite(self._fd, header, 0)
         end = STREAMED_HEADER + self._size
@@ -398,6 +441,7 @@ class _StreamedLayer:
     def done(self) -> Streamed | None:
         if self._layer is None or not self._committed:
             return None
+        assert self._layer.diff_id is not None
         return Streamed(self.path, self._layer.diff_id, self._size)
 
     def save_as(self, dest: Path) -> None:
