@@ -38,7 +38,7 @@ demo: $(STAMP) registry-dep bytecode
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check occystrap tests benchmarks
-	$(VENV)/bin/ruff format --check occystrap
+	$(VENV)/bin/ruff format --check occystrap benchmarks
 
 types: $(STAMP)
 	$(VENV)/bin/mypy
