@@ -2,16 +2,24 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
+# The day-to-day benchmark: the scenarios that matter most, small images, one counted round.
+QUICK_SCENARIOS := fetch mirror
 SYSTEM_TOOLS := docker-registry skopeo podman umoci runc
 APT_PACKAGES := docker-registry skopeo podman umoci runc time
 
-.PHONY: demo test check lint types bench bytecode system-deps registry-dep clean
+.PHONY: demo test check lint types bench bench-quick profile bytecode system-deps registry-dep clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
+
+# py-spy for `make profile` only: the `bench` extra, kept out of what `make test` and CI install.
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[test,bench]'
+	touch $(BENCH_STAMP)
 
 # Installs the Debian packages the tests and demo use, when run as root and any is missing.
 system-deps:
@@ -50,6 +58,14 @@ test: $(STAMP) system-deps check
 
 bench: $(STAMP) system-deps bytecode
 	$(PY) -m benchmarks.bench
+
+# Under two minutes on 2 cores; its results go to bench-out/quick/, beside the full run's.
+bench-quick: $(STAMP) system-deps bytecode
+	$(PY) -m benchmarks.bench --quick $(addprefix --scenario ,$(QUICK_SCENARIOS)) --out-dir bench-out/quick
+
+# py-spy profiles of the big and five-layer fetches: tables and flame graphs in bench-out/profile/.
+profile: $(BENCH_STAMP) system-deps bytecode
+	$(PY) -m benchmarks.profiling
 
 clean:
 	rm -rf $(VENV) demo-out bench-out .pytest_cache .mypy_cache .ruff_cache
