@@ -135,9 +135,7 @@ def profile_image(ctx: BenchContext, args: argparse.Namespace, py_spy: str, imag
         raw(kind)(0).unlink(missing_ok=True)  # the warm-up round is not counted
     for fmt_, suffix in FLAMES.items():
         dest = args.out_dir / f"{image.name}.{suffix}"
-        tool = pyspy_tool(
-            py_spy, plain, f"py-spy {fmt_}", fmt_, ["--native"], args.rate, lambda _n, d=dest: d
-        )
+        tool = pyspy_tool(py_spy, plain, f"py-spy {fmt_}", fmt_, ["--native"], args.rate, _always(dest))
         ms.append(ctx.measure(tool, image, 1))
     failed = [m for m in ms if m.rc != 0]
     if failed:
