@@ -5,12 +5,11 @@ the big and the five-layer images of the fetch scenario. This is what `make prof
     .venv/bin/python -m benchmarks.profiling --quick    # small images, 1 round
 
 Each round alternates, after a warm-up: the fetch without a profiler (GNU time: wall, CPU), and under
-`py-spy record --threads --native` three ways: busy threads only (CPU), only the thread holding the
-GIL (--gil), and every thread at every tick (--idle). py-spy pauses the process for each sample, so
-the process runs slower under it; shares are therefore taken in ticks (the main thread is in every
-tick of the --idle runs), and seconds are those shares of the wall time without the profiler.
-Samples are put under roles (main thread: start-up or event loop; worker threads: which stage) by the
-functions on their stack (benchmarks/pyspy.py).
+`py-spy record --threads` four ways: busy threads (CPU), only the thread holding the GIL (--gil), every
+thread at every tick (--idle), and busy threads with native frames (--native). Shares of the wall
+time are samples / ticks (the main thread is in every tick of the --idle runs); seconds are those
+shares of the wall time without the profiler. Samples are put under roles (main thread: start-up or
+event loop; worker threads: which stage) by the functions on their stack (benchmarks/pyspy.py).
 
 Written to --out-dir (default bench-out/profile/): profile.txt (the tables, also on stdout),
 profile.json, IMAGE.speedscope.json (open in https://www.speedscope.app or `npx speedscope`: one
@@ -41,8 +40,17 @@ from benchmarks.stats import summarise
 from benchmarks.tools import layer_digests, occystrap_tool, verify_docker_tarball
 
 PLAIN = "occystrap"
-# py-spy flags of the runs that are counted: busy threads, the GIL holder, every thread.
-RAW_RUNS = {"cpu": ["--native"], "gil": ["--native", "--gil"], "idle": ["--native", "--idle"]}
+# py-spy flags of the counted runs. The shares come from --nonblocking runs of Python frames, which
+# slow the fetch by 10-20%: --native must stop the process for every sample, and unwinding several
+# threads' native stacks that way made the five-layer fetch 3-6 times slower, more so where more
+# threads run, so its samples over-weigh the multi-threaded phases. The native run is used only for
+# what happens inside each role (proportions within a role) and for the flame graphs.
+RAW_RUNS = {
+    "cpu": ["--nonblocking"],  # busy threads
+    "gil": ["--nonblocking", "--gil"],  # the thread holding the GIL
+    "idle": ["--nonblocking", "--idle"],  # every thread at every tick: the main thread counts ticks
+    "native": ["--native"],  # busy threads with native frames
+}
 # The flame graphs (one run each, after the counted rounds): py-spy format -> file suffix.
 FLAMES = {"speedscope": "speedscope.json", "flamegraph": "svg"}
 TOP = 3  # costs shown per role
@@ -151,13 +159,11 @@ def render(p: Profile) -> tuple[str, dict[str, Any]]:
     """The text tables of one image's profile, and the same figures for JSON."""
     plain = summarise(p.image, PLAIN, p.measurements)
     wall = plain.median_s
-    busy = pyspy.busy(p.samples["cpu"])
-    gil = p.samples["gil"]
+    busy, gil = pyspy.busy(p.samples["cpu"]), p.samples["gil"]
     cpu_by, gil_by = pyspy.by_role(busy), pyspy.by_role(gil)
     rows, roles = [], {}
     for role in pyspy.ROLE_NAMES:
-        c = cpu_by[role] / p.ticks
-        g = gil_by[role] / p.ticks
+        c, g = cpu_by[role] / p.ticks, gil_by[role] / p.ticks
         roles[role] = {"cpu_share": c, "gil_share": g, "cpu_s": c * wall, "gil_s": g * wall}
         rows.append([role, f"{c:.0%}", fmt(c * wall), f"{g:.0%}", fmt(g * wall)])
     cpu_all, gil_all = p.share(busy), p.share(gil)
@@ -167,29 +173,27 @@ def render(p: Profile) -> tuple[str, dict[str, Any]]:
         f"compressed; occystrap fetch-to-tarfile --quiet (layers kept as served); {p.rounds} round(s)",
         f"  without profiler: wall {fmt(wall)} s, CPU {fmt(plain.median_cpu_s)} s (user+sys), "
         f"peak RSS {fmt(plain.peak_rss_mib, 1)} MiB (medians)",
-        f"  under py-spy --native at {p.rate}/s: wall {fmt(p.median_wall('py-spy idle'))} s; "
+        f"  under py-spy --nonblocking at {p.rate}/s: wall {fmt(p.median_wall('py-spy idle'))} s, "
         f"{p.ticks / p.rounds:.0f} ticks per run; "
-        f"sampled CPU {fmt(cpu_all * wall)} s vs {fmt(plain.median_cpu_s)} s measured",
+        f"with --native: wall {fmt(p.median_wall('py-spy native'))} s",
+        f"  CPU from samples {fmt(cpu_all * wall)} s, measured {fmt(plain.median_cpu_s)} s; "
+        f"the GIL is held {gil_all:.0%} of the wall time",
         "",
         render_text(["role", "CPU/wall", "CPU s", "GIL/wall", "GIL s"], rows),
         "",
-        "top costs per role (busy samples; native frames; via = the innermost Python frame above)",
+        "inside each role (--native runs: share of the role's busy samples; via = the innermost Python frame",
+        "above; '?' = native code without a symbol, as in Debian's stripped libc, libcrypto and igzip)",
     ]
+    native = pyspy.busy(p.samples["native"])
     cost_rows, costs = [], {}
     for role in pyspy.ROLE_NAMES:
-        mine = [s for s in busy if s.role == role]
+        mine = [s for s in native if s.role == role]
         top = pyspy.top_costs(mine, TOP)
-        costs[role] = [{"what": w, "via": v, "samples": n} for w, v, n in top]
-        cost_rows += [
-            [role if i == 0 else "", f"{n / sum(s.count for s in mine):.0%}", w, v]
-            for i, (w, v, n) in enumerate(top)
-        ]
-    lines += [
-        "",
-        render_text(["role", "of role", "what", "via"], cost_rows),
-        "",
-        "top GIL holders (of the wall time)",
-    ]
+        total = sum(s.count for s in mine)
+        costs[role] = [{"what": w, "via": v, "share_of_role": n / total} for w, v, n in top]
+        cost_rows += [[role if i == 0 else "", f"{n / total:.0%}", w, v] for i, (w, v, n) in enumerate(top)]
+    lines += ["", render_text(["role", "of role", "what", "via"], cost_rows), ""]
+    lines += ["top GIL holders (--gil runs, Python frames; share of the wall time)"]
     gil_top = pyspy.top_costs(gil, TOP_GIL)
     lines += [
         "",
@@ -201,8 +205,9 @@ def render(p: Profile) -> tuple[str, dict[str, Any]]:
         "cpu_s": plain.median_cpu_s,
         "ticks": p.ticks,
         "rate": p.rate,
+        "gil_share": gil_all,
         "roles": roles,
-        "top_costs": costs,
+        "inside_roles": costs,
         "gil_holders": [{"what": w, "via": v, "share": n / p.ticks} for w, v, n in gil_top],
     }
     return "\n".join(lines), data
