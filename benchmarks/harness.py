@@ -40,6 +40,8 @@ class Tool:
 
 @dataclass
 class Measurement:
+    """One run of one command (JSON detail of every report lists them all)."""
+
     tool: str
     image: str
     round: int  # 0 = warm-up
@@ -88,6 +90,9 @@ def served_bytes(lines: Sequence[Any], path_part: str = "") -> int:
 
 @dataclass
 class BenchContext:
+    """What a scenario works with: the options, a scratch directory, the layer cache, the occystrap
+    under test, and one registry on loopback for the whole invocation (images pushed once each)."""
+
     args: argparse.Namespace
     workdir: Path
     cache_dir: Path

@@ -17,6 +17,8 @@ RSS_LIMIT_MIB = 64.0
 
 @dataclass(frozen=True)
 class Summary:
+    """One tool on one image over the counted rounds; every figure NaN if any run failed."""
+
     image: str
     tool: str
     runs: int
@@ -68,6 +70,8 @@ def paired_ratio(ms: Sequence[Measurement], image: str, a: str, b: str) -> float
 
 @dataclass(frozen=True)
 class Check:
+    """A figure against its target: met when value <= limit (NaN, from a failed run, never is)."""
+
     image: str
     what: str
     value: float
