@@ -15,7 +15,8 @@ import pytest
 
 from occystrap.errors import IntegrityError
 from occystrap.pipeline import BlobStages, Channel
-from occystrap.sinks.tarball import STREAMED_HEADER, _header
+from occystrap.sinks.streamed import STREAMED_HEADER
+from occystrap.sinks.tarformat import header as _header
 from occystrap.streamcheck import BlobCheck
 
 

@@ -49,7 +49,8 @@ from occystrap.events import (
 )
 from occystrap.ui import schema
 from occystrap.ui.progress import JsonReporter, PlainReporter, QuietReporter, RichReporter
-from occystrap.ui.state import Stats, human, human_pair, short
+from occystrap.ui.stats import Stats
+from occystrap.ui.units import human, human_pair, short
 from tests.helpers import ROOT, ok
 from tests.support import images
 from tests.support.faultproxy import Fault, FaultProxy

@@ -13,7 +13,7 @@ from occystrap.mirror.lockfile import is_tarball
 from occystrap.mirror.plan import Plan
 from occystrap.model import Descriptor
 from occystrap.streamcheck import file_digest
-from occystrap.ui.state import human
+from occystrap.ui.units import human
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from occystrap.events import (
     Info,
     Warning_,
 )
-from occystrap.ui.progress import _LINES_ONLY, MAX_REFRESH, _Guarded
+from occystrap.ui.guarded import LINES_ONLY, MAX_REFRESH, Guarded
 from occystrap.ui.state import (
     DONE,
     DOWNLOADING,
@@ -32,16 +32,12 @@ from occystrap.ui.state import (
     WAITING,
     WRITING,
     Board,
-    Clock,
     RowView,
     TotalView,
     View,
-    duration,
-    human,
-    human_pair,
-    rate,
-    short,
 )
+from occystrap.ui.stats import Clock
+from occystrap.ui.units import duration, human, human_pair, rate, short
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +75,7 @@ class _Frame:
         yield frame
 
 
-class RichReporter(_Guarded):
+class RichReporter(Guarded):
     """Rows of blobs in flight and a total row, drawn live on a terminal (stderr)."""
 
     def __init__(
@@ -164,7 +160,7 @@ class RichReporter(_Guarded):
             self.board.update(event)
         if isinstance(event, BlobProgress):  # the hot path: nothing to print
             return
-        if self._entered and not self._started and not self._final and not isinstance(event, _LINES_ONLY):
+        if self._entered and not self._started and not self._final and not isinstance(event, LINES_ONLY):
             self._start()
         line = self._line(event)
         if line is not None:

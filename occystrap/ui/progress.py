@@ -41,16 +41,9 @@ from occystrap.events import (
     Warning_,
 )
 from occystrap.ui import schema
-from occystrap.ui.state import (
-    Clock,
-    Stats,
-    duration,
-    human,
-    human_pair,
-    rate,
-    short,
-    short_image,
-)
+from occystrap.ui.guarded import Guarded
+from occystrap.ui.stats import Clock, Stats
+from occystrap.ui.units import duration, human, human_pair, rate, short, short_image
 
 __all__ = [
     "JsonReporter",
@@ -63,36 +56,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MAX_REFRESH = 10.0
-_LINES_ONLY = (Info, Warning_)  # events that print a line but need no live display
-
-
-class _Guarded:
-    """emit() and close() never raise: a failure is logged (debug) and counted."""
-
-    errors = 0
-
-    def emit(self, event: Event) -> None:
-        try:
-            self._emit(event)
-        except Exception:
-            self._failed("emit")
-
-    def _emit(self, event: Event) -> None:
-        raise NotImplementedError
-
-    def _failed(self, where: str) -> None:
-        self.errors += 1
-        if self.errors <= 3:
-            log.debug("progress reporter: %s failed", where, exc_info=True)
-
-
 # --------------------------------------------------------------------------
 # Rich
 # --------------------------------------------------------------------------
 
 
-class PlainReporter(_Guarded):
+class PlainReporter(Guarded):
     """Lines for logs: one per state change that matters, and progress every `interval` seconds."""
 
     def __init__(
@@ -192,7 +161,7 @@ class PlainReporter(_Guarded):
 # --------------------------------------------------------------------------
 
 
-class JsonReporter(_Guarded):
+class JsonReporter(Guarded):
     """Every event as a JSON object on its own line, then a Summary (see occystrap.ui.schema)."""
 
     def __init__(self, stream: TextIO | None = None, clock: Clock = time.monotonic) -> None:

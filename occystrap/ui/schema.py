@@ -54,7 +54,7 @@ import dataclasses
 from typing import Any
 
 from occystrap.events import Event
-from occystrap.ui.state import Stats
+from occystrap.ui.stats import Stats
 
 SCHEMA_VERSION = 1
 

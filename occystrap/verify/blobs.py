@@ -9,7 +9,7 @@ import anyio
 from occystrap.errors import IntegrityError
 from occystrap.layout.store import CHUNK
 from occystrap.streamcheck import BlobCheck
-from occystrap.ui.state import human
+from occystrap.ui.units import human
 from occystrap.verify.result import CORRUPT, DIFF_ID, DIGEST, MISSING, SIZE, Problem
 from occystrap.verify.state import BlobOutcome, Claim, State, digest_of_name
 

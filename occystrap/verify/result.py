@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from occystrap.errors import IntegrityError
-from occystrap.ui.state import human, plural
+from occystrap.ui.units import human, plural
 
 # Problem kinds, stable for --json consumers.
 MISSING = "missing"
