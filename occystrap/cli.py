@@ -20,6 +20,7 @@ COMMANDS = {
     "fetch-to-extracted": "occystrap.commands.fetch:fetch_to_extracted",
     "recreate-image": "occystrap.commands.local:recreate_image",
     "tarfile-to-extracted": "occystrap.commands.local:tarfile_to_extracted",
+    "copy": "occystrap.commands.copy:copy_cmd",
     "mirror": "occystrap.commands.mirror:mirror_cmd",
     "list-tags": "occystrap.commands.look:list_tags",
     "inspect": "occystrap.commands.look:inspect",

@@ -33,7 +33,8 @@ from occystrap.layout.writer import streamed
 from occystrap.model import Layer, Node
 from occystrap.pipeline import BlobStages
 from occystrap.reference import Reference
-from occystrap.sinks.base import BlobTarget, PlainWriter, Resumable, Sink, StreamFed
+from occystrap.registry.retry import Retryable, RetryPolicy
+from occystrap.sinks.base import BlobTarget, PlainWriter, Resumable, RetryBlob, Sink, StreamFed
 from occystrap.sources.base import Source
 from occystrap.streamcheck import BlobCheck
 
@@ -63,6 +64,18 @@ class Item:
 
 
 @dataclass(frozen=True)
+class Preview:
+    """What a copy would do (a dry run): the blobs it would move, and why the rest need not."""
+
+    move: list[Layer]
+    skipped: dict[str, tuple[Layer, str]]  # digest -> (blob, reason: "present", "mounted")
+
+    @property
+    def move_bytes(self) -> int:
+        return sum(l.descriptor.size for l in self.move)
+
+
+@dataclass(frozen=True)
 class _Job:
     ref: Reference  # the source's name for a repository holding the blob
     layer: Layer
@@ -71,9 +84,10 @@ class _Job:
 
 
 class Engine:
-    def __init__(self, reporter: Reporter, limits: Limits | None = None) -> None:
+    def __init__(self, reporter: Reporter, limits: Limits | None = None, retries: int = 5) -> None:
         self.reporter = reporter
         self.limits = limits or Limits()
+        self.retry = RetryPolicy(retries, reporter=reporter)
 
     @property
     def parallel(self) -> int:
@@ -115,6 +129,18 @@ class Engine:
         for name in names:
             self.reporter.emit(ImageCommitted(name, sink.destination))
 
+    async def preview(self, sink: Sink, items: Sequence[Item]) -> Preview:
+        """Only the looking half of copy: nothing is moved or written."""
+        jobs = self._jobs(items)
+        present = await self._present(sink, jobs)
+        move = [j.layer for j in jobs if j.layer.descriptor.digest not in present]
+        skipped: dict[str, tuple[Layer, str]] = {}
+        for job in jobs:
+            reason = present.get(job.layer.descriptor.digest)
+            if reason is not None:
+                skipped[job.layer.descriptor.digest] = (job.layer, reason)
+        return Preview(sorted(move, key=lambda l: -l.descriptor.size), skipped)
+
     def _jobs(self, items: Sequence[Item]) -> list[_Job]:
         """Every streamed blob once, with every image (and destination) that needs it."""
         jobs: dict[str, _Job] = {}
@@ -148,14 +174,33 @@ class Engine:
 
     async def _move(self, source: Source, sink: Sink, job: _Job, batch: int) -> None:
         desc = job.layer.descriptor
+        tries = 0
+        while True:
+            try:
+                moved = await self._move_once(source, sink, job, batch)
+            except RetryBlob as exc:
+                # The destination lost the blob midway (an upload cut): again from the first byte.
+                tries += 1
+                await self.retry.wait(
+                    tries, Retryable(str(exc)), f"{sink.destination}: {desc.digest}", desc.digest
+                )
+                continue
+            break
+        if moved:
+            self.reporter.emit(BlobDone(desc.digest, desc.size))
+        else:
+            self.reporter.emit(BlobSkipped(desc.digest, desc.size, job.images[0], "present"))
+
+    async def _move_once(self, source: Source, sink: Sink, job: _Job, batch: int) -> bool:
+        """False when another process put the blob there meanwhile."""
+        desc = job.layer.descriptor
 
         def waiting() -> None:
             self.reporter.emit(Info(f"{desc.digest.short} is being fetched by another process: waiting"))
 
         opened = await while_busy(lambda: sink.open_blob(job.layer, job.destinations), waiting)
         if opened is None:
-            self.reporter.emit(BlobSkipped(desc.digest, desc.size, job.images[0], "present"))
-            return
+            return False
         target: BlobTarget = opened
         try:
             async with self.limits.transfers:
@@ -177,7 +222,7 @@ class Engine:
             with anyio.CancelScope(shield=True):
                 await target.abort(not isinstance(exc, IntegrityError))
             raise
-        self.reporter.emit(BlobDone(desc.digest, desc.size))
+        return True
 
     async def _transfer(
         self, source: Source, sink: Sink, job: _Job, target: BlobTarget, offset: int, batch: int

@@ -34,6 +34,7 @@ class Location:
     ref: Reference | None = None  # the registry reference
     path: Path | None = None  # the local file or directory
     name: str | None = None  # REF inside a local layout, as written
+    explicit: bool = False  # the registry reference named its own tag or digest
 
     @property
     def is_local(self) -> bool:
@@ -53,7 +54,7 @@ def parse(text: str, tag: str | None = None) -> Location:
     """A location; `tag` completes a bare registry name (the seed commands' IMAGE TAG form)."""
     for scheme in REGISTRY_SCHEMES:
         if text.startswith(scheme):
-            return Location("registry", text, ref=reference.parse(text[len(scheme) :], tag))
+            return _registry(text, text[len(scheme) :], tag)
     for scheme in ARCHIVE_SCHEMES:
         if text.startswith(scheme):
             path, name = _split_local(text[len(scheme) :])
@@ -66,11 +67,16 @@ def parse(text: str, tag: str | None = None) -> Location:
     if as_path.exists():
         return Location("layout" if as_path.is_dir() else "archive", text, path=as_path)
     try:
-        return Location("registry", text, ref=reference.parse(text, tag))
+        return _registry(text, text, tag)
     except BadReferenceError as exc:
         raise BadReferenceError(
             f"{text!r} is neither an existing path nor an image reference: {exc}"
         ) from None
+
+
+def _registry(text: str, name: str, tag: str | None) -> Location:
+    explicit = bool(tag) or "@" in name or ":" in name.rpartition("/")[2]
+    return Location("registry", text, ref=reference.parse(name, tag), explicit=explicit)
 
 
 def parse_destination(text: str) -> Location:
@@ -84,3 +90,17 @@ def parse_destination(text: str) -> Location:
     if "/" in text and ("." in first or ":" in first or first == "localhost") and not text.startswith("."):
         return parse(text)
     return Location("layout", text, path=Path(text))
+
+
+def parse_registry_prefix(text: str) -> tuple[str, str]:
+    """`docker://HOST[:PORT][/PREFIX]` (or registry://, or bare) as (registry, prefix)."""
+    for scheme in REGISTRY_SCHEMES:
+        text = text.removeprefix(scheme)
+    host, _, prefix = text.partition("/")
+    try:
+        ref = reference.parse(f"{host}/{prefix or 'x'}")
+    except BadReferenceError as exc:
+        raise BadReferenceError(f"{text!r} is not REGISTRY[/PREFIX]: {exc}") from None
+    if ref.registry != host and host not in ("docker.io", "index.docker.io"):
+        raise BadReferenceError(f"{text!r} does not start with a registry host (HOST[:PORT])")
+    return ref.registry, prefix.strip("/")

@@ -76,9 +76,11 @@ class RegistryClient:
         host = await self.auth.ping(ref)
         scope = scope or scope_for(ref)
         target = url or f"{host.base_url}{path}"
+        # An upload's Location may name another host (a blob store): our credentials stay home.
+        foreign = urlsplit(target).netloc != urlsplit(host.base_url).netloc
         for attempt in range(2):
             req_headers = dict(headers or {})
-            auth_header = await self.auth.header(ref, host, scope)
+            auth_header = None if foreign else await self.auth.header(ref, host, scope)
             if auth_header:
                 req_headers["Authorization"] = auth_header
             async with self.transport.follow(

@@ -25,6 +25,11 @@ class BlobTarget(Protocol):
         ...
 
 
+class RetryBlob(Exception):
+    """The target lost the blob midway (an upload cut, a 503 on its PUT): move it again from
+    its first byte. The engine retries a few times, then fails the run."""
+
+
 @runtime_checkable
 class Resumable(Protocol):
     """A target that may hold a prefix of the blob from an interrupted run: the engine

@@ -24,6 +24,7 @@ from occystrap.ui.state import (
     DONE,
     DOWNLOADING,
     FINISHED,
+    MOUNTED,
     PRESENT,
     RESOLVING,
     RETRYING,
@@ -49,6 +50,7 @@ _STYLE = {
     DONE: "green",
     PRESENT: "green",
     SHARED: "blue",
+    MOUNTED: "blue",
 }
 
 # Column widths that do not move between frames.
@@ -291,7 +293,7 @@ def _bar(total: int, completed: int, width: int) -> Text:
 
 
 def _row_cells(row: RowView, bar_w: int) -> dict[str, Text]:
-    finished = row.state in (DONE, PRESENT, SHARED)
+    finished = row.state in (DONE, PRESENT, SHARED, MOUNTED)
     return {
         "digest": Text(row.digest, style="dim" if finished else "cyan"),
         "label": Text(row.images, style="dim" if finished else ""),

@@ -38,11 +38,12 @@ from occystrap.events import (
     ImageCommitted,
     ImageResolved,
     Info,
+    ManifestPushed,
     Warning_,
 )
 from occystrap.ui import schema
 from occystrap.ui.guarded import Guarded
-from occystrap.ui.stats import Clock, Stats
+from occystrap.ui.stats import SKIP_REASONS, Clock, Stats
 from occystrap.ui.units import duration, human, human_pair, rate, short, short_image
 
 __all__ = [
@@ -112,10 +113,14 @@ class PlainReporter(Guarded):
                 secs = max(self.clock() - began, 1e-3)
                 took = f" in {secs:.1f}s ({rate(event.size / secs)})"
             image = f" for {short_image(owner)}" if owner else ""
-            return f"fetched {short(event.digest)} {human(event.size)}{took}{image}"
+            return f"{self.stats.moved} {short(event.digest)} {human(event.size)}{took}{image}"
         if isinstance(event, BlobSkipped):
-            why = "already present" if event.reason == "present" else "shared with another image"
+            why = SKIP_REASONS.get(event.reason, event.reason)
             return f"reused {short(event.digest)} {human(event.size)} for {short_image(event.image)} ({why})"
+        if isinstance(event, ManifestPushed):
+            if event.tag:
+                return f"tagged {short_image(event.image)} -> {short(event.digest)}"
+            return f"pushed manifest {short(event.digest)} for {short_image(event.image)}"
         if isinstance(event, BlobRetry):
             what = short(event.digest) if event.digest else event.url
             return f"retry {what} attempt {event.attempt} in {event.delay:.1f}s: {event.reason}"

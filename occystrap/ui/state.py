@@ -35,6 +35,7 @@ VERIFYING = "verifying"
 DONE = "done"
 PRESENT = "present"
 SHARED = "shared"
+MOUNTED = "mounted"
 
 # Overall phases.
 RESOLVING = "resolving"
@@ -194,7 +195,7 @@ class Board:
                 row = self.active.get(event.digest) or self.waiting.get(event.digest)
                 if row is not None and event.image not in row.images:
                     row.images.append(event.image)
-            state = SHARED if event.reason == "shared" else PRESENT
+            state = {"shared": SHARED, "mounted": MOUNTED}.get(event.reason, PRESENT)
             skipped = Row(event.digest, event.size, [event.image], state, event.size)
             self._finish(f"{event.digest} {event.image}", skipped, now)
             self._label(event.image)

@@ -15,12 +15,20 @@ from occystrap.events import (
     Event,
     ImageCommitted,
     ImageResolved,
+    ManifestPushed,
     RunStarted,
     Warning_,
 )
 from occystrap.ui.units import human, plural, rate
 
 Clock = Callable[[], float]
+
+# Why a blob needed no transfer, as the plain lines and the summary say it.
+SKIP_REASONS = {
+    "present": "already present",
+    "shared": "shared with another image",
+    "mounted": "mounted from another repository",
+}
 
 
 class Stats:
@@ -47,6 +55,10 @@ class Stats:
         self.retries = 0
         self.warnings = 0
         self.writing = False
+        self.uploading = False  # the destination is a registry: blobs are pushed, not fetched
+        self.mounted_blobs = 0
+        self.manifests_pushed = 0
+        self.tags_written = 0
         self._received: dict[str, int] = {}
 
     @property
@@ -84,6 +96,8 @@ class Stats:
             self.reused_bytes += event.size
             if event.reason == "shared":
                 self.shared_blobs += 1
+            elif event.reason == "mounted":
+                self.mounted_blobs += 1
             else:
                 self.present_blobs += 1
         elif isinstance(event, ImageResolved):
@@ -94,6 +108,10 @@ class Stats:
             self.images_committed += 1
         elif isinstance(event, RunStarted):
             self.images_requested += len(event.images)
+            self.uploading = self.uploading or event.upload
+        elif isinstance(event, ManifestPushed):
+            self.manifests_pushed += event.tag is None
+            self.tags_written += event.tag is not None
         elif isinstance(event, CommitStarted):
             self.writing = True
         elif isinstance(event, BlobRetry):
@@ -105,6 +123,10 @@ class Stats:
         if self.ended is None:
             self.ended = self.clock()
 
+    @property
+    def moved(self) -> str:
+        return "pushed" if self.uploading else "fetched"
+
     def summary(self, ok: bool = True) -> str:
         """The one line every command ends with."""
         self.finish()
@@ -114,10 +136,17 @@ class Stats:
             else f"{self.images_committed}/{plural(self.images_total, 'image')}"
         )
         head = "summary:" if ok else "summary (failed):"
+        mounted = f", {self.mounted_blobs} mounted" if self.mounted_blobs else ""
+        written = (
+            f"{plural(self.manifests_pushed, 'manifest')} and {plural(self.tags_written, 'tag')} written, "
+            if self.uploading
+            else ""
+        )
+        retries = f"{self.retries} {'retry' if self.retries == 1 else 'retries'}"
+        moved = f"{plural(self.fetched_blobs, 'blob')} {self.moved} ({human(self.fetched_bytes)})"
         return (
-            f"{head} {images}, {plural(self.fetched_blobs, 'blob')} fetched ({human(self.fetched_bytes)}), "
-            f"{self.reused_blobs} reused ({human(self.reused_bytes)}), "
+            f"{head} {images}, {moved}, "
+            f"{self.reused_blobs} reused ({human(self.reused_bytes)}{mounted}), {written}"
             f"{human(self.referenced)} referenced, in {self.elapsed:.1f}s at "
-            f"{rate(self.throughput)}, {self.retries} {'retry' if self.retries == 1 else 'retries'}, "
-            f"{plural(self.warnings, 'warning')}"
+            f"{rate(self.throughput)}, {retries}, {plural(self.warnings, 'warning')}"
         )
