@@ -21,6 +21,7 @@ COMMANDS = {
     "recreate-image": "occystrap.commands.local:recreate_image",
     "tarfile-to-extracted": "occystrap.commands.local:tarfile_to_extracted",
     "copy": "occystrap.commands.copy:copy_cmd",
+    "push": "occystrap.commands.push:push_cmd",
     "mirror": "occystrap.commands.mirror:mirror_cmd",
     "list-tags": "occystrap.commands.look:list_tags",
     "inspect": "occystrap.commands.look:inspect",

@@ -105,7 +105,7 @@ def copy_cmd(source: str, destination: str, all_platforms: bool, dry_run: bool, 
             )
         if dry_run:
             preview = await ctx.engine.preview(sink, [Item(src_ref, node)])
-            for line in preview_lines(node, preview, str(dst)):
+            for line in preview_lines([node], preview, str(dst)):
                 click.echo(line)
             return
         ctx.reporter.emit(RunStarted((str(node.reference),), str(dst), upload=dst.kind == "registry"))
@@ -117,7 +117,7 @@ def copy_cmd(source: str, destination: str, all_platforms: bool, dry_run: bool, 
     run(opts, body, client_options(side_options(opts, "src")))
 
 
-def preview_lines(node: Node, preview: Any, destination: str) -> list[str]:
+def preview_lines(nodes: list[Node], preview: Any, destination: str) -> list[str]:
     """A dry run's answer: what would be sent, mounted or skipped, and what would be written."""
     from occystrap.model import walk
 
@@ -126,10 +126,11 @@ def preview_lines(node: Node, preview: Any, destination: str) -> list[str]:
         reasons[reason] = reasons.get(reason, 0) + 1
     skipped = ", ".join(f"{n} {why}" for why, n in sorted(reasons.items())) or "none skipped"
     sending = f"{plural(len(preview.move), 'blob')} ({human(preview.move_bytes)})"
-    lines = [f"{node.reference}: would send {sending}; {skipped}"]
-    lines += [f"  send {l.descriptor.digest} ({human(l.descriptor.size)})" for l in preview.move]
+    lines = [f"would send {sending} to {destination}; {skipped}"]
+    lines += [f"  send     {l.descriptor.digest} ({human(l.descriptor.size)})" for l in preview.move]
     lines += [f"  {why:<8} {digest}" for digest, (_, why) in sorted(preview.skipped.items())]
-    manifests = walk(node)
-    lines.append(f"would write {plural(len(manifests), 'manifest')} into {destination}"
-                 + (f", then tag {node.reference.tag}" if node.reference.tag else ""))  # fmt: skip
+    for node in nodes:
+        count = plural(len(walk(node)), "manifest")
+        tag = f", then tag {node.reference.tag}" if node.reference.tag else ""
+        lines.append(f"would write {count} for {node.reference}{tag}")
     return lines

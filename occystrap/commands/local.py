@@ -6,35 +6,55 @@ resumable, with progress).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+if TYPE_CHECKING:
+    from occystrap.engine import Item
+
 from occystrap.commands.common import Context, parse_ref, progress_options, run, transfer_options, wrap_errors
 from occystrap.commands.fetch import check_directory, expand_options
+from occystrap.concurrency import gather
 from occystrap.events import Info, RunStarted
 from occystrap.platform import ALL
 from occystrap.reference import Reference
 from occystrap.sinks.base import Sink
+from occystrap.sources.base import Source
+
+
+async def resolve_all(
+    ctx: Context,
+    source: Source,
+    refs: list[Reference],
+    rename: Callable[[Reference], Reference] | None = None,
+) -> list[Item]:
+    """Each name resolved with its index kept whole, announced, named for the destination."""
+    from occystrap.engine import Item
+    from occystrap.model import with_reference
+    from occystrap.resolve import resolve, resolved_event
+
+    async def one(ref: Reference) -> Item:
+        node = (await resolve(source, ref, ALL, ctx.engine.limits.resolves)).nodes[0]
+        if rename is not None:
+            node = with_reference(node, rename(ref))
+        ctx.reporter.emit(resolved_event(node))
+        return Item(ref, node)
+
+    return await gather([lambda r=r: one(r) for r in refs])  # type: ignore[misc]
 
 
 async def copy_local(ctx: Context, path: Path, wanted: list[Reference] | None, sink: Sink) -> list[str]:
     """Copy what the layout at path holds (wanted: these names; None: everything), indexes whole."""
-    from occystrap.engine import Item
-    from occystrap.resolve import resolve, resolved_event
     from occystrap.sources.layout import LayoutSource
 
     source = LayoutSource(path)
     try:
         refs = [source.reference_for(r) for r in wanted] if wanted is not None else source.references()
         ctx.reporter.emit(RunStarted(tuple(str(r) for r in refs), sink.destination))
-        items = []
-        for ref in refs:
-            node = (await resolve(source, ref, ALL, ctx.engine.limits.resolves)).nodes[0]
-            ctx.reporter.emit(resolved_event(node))
-            items.append(Item(ref, node))
-        await ctx.engine.copy(source, sink, items)
+        await ctx.engine.copy(source, sink, await resolve_all(ctx, source, refs))
     finally:
         await source.aclose()
     return [str(r) for r in refs]

@@ -10,6 +10,7 @@ import click
 
 from occystrap.commands.common import Context, client_options, registry_options, wrap_errors
 from occystrap.commands.common import run as run_command
+from occystrap.commands.push import placement_options
 from occystrap.errors import UsageError
 from occystrap.events import Info, RunStarted, Warning_
 from occystrap.sources.base import Source
@@ -34,6 +35,13 @@ from occystrap.sources.base import Source
 )
 @click.option("--keep-going", is_flag=True, help="Mirror the other images when one fails; exit non-zero.")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the plan as one JSON document.")
+@click.option(
+    "--lock",
+    "lock_option",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The lock file to write (with --locked: to replay); default DEST/occystrap.lock or DEST.lock.",
+)
+@placement_options
 @registry_options
 @wrap_errors
 def mirror_cmd(
@@ -43,16 +51,22 @@ def mirror_cmd(
     locked: bool,
     keep_going: bool,
     as_json: bool,
+    lock_option: Path | None,
+    keep_host: bool,
+    maps: tuple[str, ...],
     **opts: Any,
 ) -> None:
     """Mirror many images, tags and platforms into DEST in one run.
 
     DEST ending in .tar is one bundle tarball (docker/podman load it, every tag
-    included); anything else is a merged directory: blobs stored once,
-    catalog.json, and a multi-image OCI layout. Blobs shared between images are
-    fetched once; blobs DEST already holds are not fetched again. A lock file
-    ({image: {tag: {platform: digest}}}) is written beside the result. Each
-    image's tags are reported as new, updated or unchanged in DEST.
+    included); docker://HOST[:PORT][/PREFIX] (or registry://) is a registry, where
+    each image lands at PREFIX/<its repository path>; anything else is a merged
+    directory: blobs stored once, catalog.json, and a multi-image OCI layout.
+    Blobs shared between images are moved once; blobs DEST already holds are not
+    moved again, and in a registry tags that already name the same content are
+    left alone. A lock file ({image: {tag: {platform: digest}}}) is written beside
+    a local result (or where --lock says). Each image's tags are reported as new,
+    updated or unchanged in DEST.
 
     \b
     SPEC.yaml:
@@ -69,6 +83,7 @@ def mirror_cmd(
     Examples:
       occystrap mirror images.yaml mirror/
       occystrap mirror images.yaml bundle.tar
+      occystrap mirror images.yaml docker://10.0.0.5:5000/mirror
       occystrap mirror --image busybox:1.36 --image alpine:3.20 mirror/
       occystrap mirror --dry-run images.yaml mirror/
       occystrap mirror --dry-run --json images.yaml mirror/ | jq .fetch
@@ -76,16 +91,28 @@ def mirror_cmd(
     """
     if len(paths) > 2:
         raise UsageError("expected [SPEC.yaml] DEST")
-    dest = Path(paths[-1])
-    spec_path = Path(paths[0]) if len(paths) == 2 else None
+    from occystrap import locations
     from occystrap.mirror import lockfile, spec
+    from occystrap.naming import Placement, parse_maps
 
-    lock_file = lockfile.lock_path(dest)
+    dest_text = paths[-1]
+    into_registry = dest_text.startswith(locations.REGISTRY_SCHEMES)
+    placement: Placement | None = None
+    if into_registry:
+        registry, prefix = locations.parse_registry_prefix(dest_text)
+        placement = Placement(registry, prefix, keep_host, parse_maps(maps))
+    elif keep_host or maps:
+        raise UsageError("--keep-host and --map place images in a registry DEST (docker://HOST/PREFIX)")
+    dest = Path(dest_text)
+    spec_path = Path(paths[0]) if len(paths) == 2 else None
+    lock_file = lock_option or (None if into_registry else lockfile.lock_path(dest))
     lock: lockfile.Lock = {}
     wanted: spec.MirrorSpec | None = None
     if locked:
         if spec_path or image_refs:
             raise UsageError("--locked replays the lock file; give only DEST")
+        if lock_file is None:
+            raise UsageError("--locked into a registry needs --lock FILE")
         lock = lockfile.read_lock(lock_file)
     else:
         if spec_path is None and not image_refs:
@@ -100,12 +127,15 @@ def mirror_cmd(
         wanted = spec.MirrorSpec(tuple(parts), registries)
     if as_json and not dry_run:
         raise UsageError("--json prints the plan of a --dry-run; add --dry-run")
+    if as_json and into_registry:
+        raise UsageError("--json is for local destinations; a registry DEST's dry run prints lines")
     if dry_run:
         opts["quiet"] = True  # the plan goes to stdout; there is no transfer to show
-    if lockfile.is_tarball(dest) and dest.is_dir():
-        raise UsageError(f"{dest} is a directory")
-    if not lockfile.is_tarball(dest) and dest.exists() and not dest.is_dir():
-        raise UsageError(f"{dest} exists and is not a directory")
+    if not into_registry:
+        if lockfile.is_tarball(dest) and dest.is_dir():
+            raise UsageError(f"{dest} is a directory")
+        if not lockfile.is_tarball(dest) and dest.exists() and not dest.is_dir():
+            raise UsageError(f"{dest} exists and is not a directory")
 
     async def body(ctx: Context) -> None:
         from occystrap.mirror import changes, dryrun, plan, run
@@ -114,14 +144,19 @@ def mirror_cmd(
         # Everything for the user goes through the reporter while the live display runs.
         reporter = ctx.reporter
         names = [s.name for s in wanted.images] if wanted is not None else sorted(lock)
-        reporter.emit(RunStarted(tuple(names), str(dest)))
-        source = await _planning_source(ctx, RegistrySource(await ctx.client()), dest)
+        reporter.emit(RunStarted(tuple(names), dest_text, upload=into_registry))
+        registry_source = RegistrySource(await ctx.client())
+        source = registry_source if into_registry else await _planning_source(ctx, registry_source, dest)
         planner = plan.Planner(source, ctx.platform, ctx.engine.limits.resolves)
         if wanted is not None:
             result = await plan.plan(planner, wanted, keep_going, reporter)
         else:
             result = await plan.plan_from_lock(planner, lock, keep_going, reporter)
-        if dry_run:
+        if placement is not None:
+            from occystrap.commands.pushing import mirror_into
+
+            found = await mirror_into(ctx, source, result, placement, dest_text, keep_going, dry_run)
+        elif dry_run:
             if as_json:
                 click.echo(json.dumps(dryrun.dry_run_json(result, dest), indent=2))
             else:
@@ -133,12 +168,13 @@ def mirror_cmd(
             await run.fetch(
                 ctx.engine, source, result, lambda: run.local_sink(dest, ctx.platform), keep_going, whole
             )
-            if not locked:
+        if not dry_run:
+            if not locked and lock_file is not None:
                 lockfile.write_lock(lock_file, result.lock(), result.failures)
             for line in changes.change_lines(result, found):
                 reporter.emit(Info(line))
             tags = {(p.source, p.key) for p in result.items}
-            reporter.emit(Info(f"mirrored {len(tags)} tag(s), {len(result.items)} image(s) into {dest}"))
+            reporter.emit(Info(f"mirrored {len(tags)} tag(s), {len(result.items)} image(s) into {dest_text}"))
         if result.failures:
             for name, why in sorted(result.failures.items()):
                 reporter.emit(Warning_(f"failed: {name}: {why}"))

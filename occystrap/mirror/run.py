@@ -10,6 +10,7 @@ from occystrap.engine import Engine, Item
 from occystrap.errors import OccystrapError, UsageError
 from occystrap.mirror.lockfile import is_tarball
 from occystrap.mirror.plan import Plan, Planned
+from occystrap.model import Node
 from occystrap.platform import Platform
 from occystrap.sinks.base import Sink
 from occystrap.sources.base import Source
@@ -34,8 +35,12 @@ def local_sink(dest: Path, platform: Platform | None) -> Sink:
     return DirectorySink(dest, unique_names=True, platform=platform)
 
 
-def items(planned: list[Planned]) -> list[Item]:
-    return [Item(p.source_ref, p.node) for p in planned]
+Place = Callable[[Node], Node]
+
+
+def items(planned: list[Planned], place: Place | None = None) -> list[Item]:
+    """Engine items; place: how a node is named at the destination (a registry's PREFIX/…)."""
+    return [Item(p.source_ref, place(p.node) if place else p.node) for p in planned]
 
 
 async def fetch(
@@ -45,6 +50,7 @@ async def fetch(
     make_sink: Callable[[], Sink],
     keep_going: bool = False,
     whole: bool = False,
+    place: Place | None = None,
 ) -> None:
     """Everything in one engine run. With keep_going a failure is narrowed down to its images:
     retried image by image where DEST keeps what arrived; where DEST is written whole (a
@@ -52,7 +58,7 @@ async def fetch(
     if not result.items:
         return
     try:
-        await engine.copy(source, make_sink(), items(result.items))
+        await engine.copy(source, make_sink(), items(result.items, place))
         return
     except BaseException as exc:
         err = library_error(exc)
@@ -69,7 +75,7 @@ async def fetch(
     kept: list[Planned] = []
     for name, planned in by_source.items():
         try:
-            await engine.copy(source, make_sink(), items(planned))
+            await engine.copy(source, make_sink(), items(planned, place))
             kept.extend(planned)
         except BaseException as exc:
             err = library_error(exc)

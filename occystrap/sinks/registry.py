@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 
+from occystrap.digest import Digest
 from occystrap.events import Info, ManifestPushed, Reporter
 from occystrap.layout.writer import streamed
 from occystrap.model import Descriptor, Image, Layer, Node, walk
@@ -121,6 +122,11 @@ class RegistrySink:
         body = self.client.blob_chunks(holder, layer.descriptor)
         await self.uploader.put_stream(ref, location, layer.descriptor, body)
         self._have.add((ref.repository, layer.descriptor.digest))
+
+    async def holds(self, root: Node) -> Digest | None:
+        """What the destination's tag (or digest) names now: one HEAD, no pull counted."""
+        ref = root.reference
+        return await self.client.head_manifest(ref, ref.tag or root.manifest.digest)
 
     async def commit(self, nodes: list[Node]) -> None:
         for root in nodes:
