@@ -72,6 +72,10 @@ class Fault:
         most the declared bytes, then close the connection.
     rewrite_challenge: replace a WWW-Authenticate header's value by what this returns
         for it (e.g. without_realm).
+    error_code: the distribution-spec error code in the body of a `status` answer
+        (e.g. "MANIFEST_INVALID", "DENIED").
+    cut_upload_after: read this many bytes of the request's body (an upload), then close
+        the connection without answering.
     """
 
     match: str = BLOB_GETS
@@ -88,6 +92,8 @@ class Fault:
     ignore_range: bool = False
     length_delta: int = 0
     rewrite_challenge: Callable[[str], str] | None = None
+    error_code: str = "INJECTED"
+    cut_upload_after: int | None = None
 
     def matches(self, method: str, path: str) -> bool:
         if self.method is not None and method != self.method:
@@ -125,11 +131,15 @@ class _Active:
     ignore_range: bool = False
     length_delta: int = 0
     rewrite_challenge: Callable[[str], str] | None = None
+    error_code: str = "INJECTED"
+    cut_upload_after: int | None = None
 
     def add(self, f: Fault) -> None:
         self.faults.append(f)
         if f.status is not None:
-            self.status, self.retry_after = f.status, f.retry_after
+            self.status, self.retry_after, self.error_code = f.status, f.retry_after, f.error_code
+        if f.cut_upload_after is not None:
+            self.cut_upload_after = f.cut_upload_after
         if f.drop_after is not None:
             self.drop_after, self.drop_linger = f.drop_after, f.drop_linger
         if f.stall:
@@ -272,6 +282,17 @@ class FaultProxy:
     async def _proxy(self, request: web.Request, active: _Active, seen: Seen) -> web.StreamResponse:
         if active.stall and active.stall_at is None:
             await asyncio.sleep(active.stall)
+        if active.cut_upload_after is not None:
+            # Take part of the upload, then hang up: the client sees its PUT/PATCH cut short.
+            got = 0
+            while got < active.cut_upload_after:
+                piece = await request.content.read(min(65536, active.cut_upload_after - got))
+                if not piece:
+                    break
+                got += len(piece)
+            seen.body_bytes = got
+            await self._close(request, 0)
+            return web.Response(status=500)
         if active.status is not None:
             headers = {}
             if active.retry_after is not None:
@@ -279,7 +300,7 @@ class FaultProxy:
                 headers["Retry-After"] = str(int(ra)) if isinstance(ra, (int, float)) else ra
             seen.status = active.status
             return web.json_response(
-                {"errors": [{"code": "INJECTED", "message": f"fault proxy says {active.status}"}]},
+                {"errors": [{"code": active.error_code, "message": f"fault proxy says {active.status}"}]},
                 status=active.status,
                 headers=headers,
             )

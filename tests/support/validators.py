@@ -151,6 +151,11 @@ class Podman:
             raise AssertionError(f"podman load reported no images:\n{out}")
         return names
 
+    def pull(self, ref: str, *options: str) -> dict[str, Any]:
+        """`podman pull` from a plain-HTTP loopback registry; returns the image's inspect data."""
+        self("pull", "--quiet", "--tls-verify=false", *options, ref)
+        return self.inspect(ref)[0]
+
     def inspect(self, *names: str) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = json.loads(self("image", "inspect", *names).stdout)
         return result
