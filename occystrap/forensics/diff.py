@@ -168,7 +168,7 @@ def changed_fields(a: Version, b: Version) -> tuple[str, ...]:
 
 
 def _kind(v: Version) -> str:
-    return "file" if v.type == "hardlink" else v.type
+    return v.file_type
 
 
 def config_diff(a: bytes, b: bytes) -> dict[str, Any]:

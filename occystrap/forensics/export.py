@@ -82,13 +82,14 @@ class _TopDown:
         # The current layer's paths met so far: the inode of a non-directory, None for a
         # directory. Only links of the same layer may use them.
         self._local: dict[str, Inode | None] = {}
+        self._maybe_symlinks: list[tuple[str, Inode]] = []  # this layer's links to lower layers
         self._dirs: set[str] = set()
         self._needed: set[str] = set()
         self.stats = ExportStats()
 
     def layer(self, index: int, stream: BinaryIO) -> None:
         self._shadows.begin(index)
-        self._local = {}
+        self._local, self._maybe_symlinks = {}, []
         # The spool only ever serves links of the layer being read: no inode from an earlier
         # layer can gain a name later, since links from above were all met before this layer.
         self._spool.seek(0)
@@ -97,6 +98,10 @@ class _TopDown:
             visible = self._shadows.see(m)
             if m.is_marker:
                 continue
+            # Its parents exist from here on, declared or not, even if m itself goes later; a
+            # later link of this layer to one of them would point at a directory.
+            self._need_parents(m.path)
+            self._local.update((a, None) for a in ancestors(m.path))
             if not visible:
                 self.stats.hidden += 1
             if m.kind == "hardlink":
@@ -108,6 +113,9 @@ class _TopDown:
                     self._write(m, m.path)
             else:
                 self._node(m, data, index, visible)
+        for path, inode in self._maybe_symlinks:
+            if self._shadows.reached_through_in_layer(path):
+                inode.find().reached_through.append(path)
         self._shadows.end()
 
     def finish(self) -> None:
@@ -118,7 +126,7 @@ class _TopDown:
 
     def _node(self, m: Member, data: IO[bytes] | None, index: int, visible: bool) -> None:
         inode = self._pending.claim(m, index, self._shadows) or Inode()
-        inode.source = m
+        inode.made_by(m)
         self._local[m.path] = inode
         if visible:
             self._write(m, m.path, data)
@@ -139,9 +147,19 @@ class _TopDown:
             local = self._local[m.target]
             if local is None:
                 raise UnsafeArchiveError(f"hardlink {m.path!r} points at the directory {m.target!r}")
-            inode = local
+            inode = local.find()
+        elif any(isinstance(self._local.get(a), Inode) for a in ancestors(m.target)):
+            # An earlier member of this layer put a non-directory above the target.
+            raise UnsafeArchiveError(f"hardlink {m.path!r} points at missing {m.target!r}")
         else:
             inode = self._pending.wait(m.target, index)
+        # A link to a symlink is a symlink: nothing may be written through it either.
+        if inode.source is not None and inode.source.kind == "symlink":
+            self._shadows.symlink_at(m.path)
+        elif inode.source is None:
+            if self._shadows.maybe_symlink_at(m.path):
+                inode.reached_through.append(m.path)
+            self._maybe_symlinks.append((m.path, inode))
         claimed = self._pending.claim(m, index, self._shadows)
         if claimed is not None:
             inode = join(inode, claimed)
@@ -192,7 +210,11 @@ class _TopDown:
         self.stats.written += 1
         if m.is_dir and link_to is None:
             self._dirs.add(name)
-        for a in ancestors(name):
+        self._need_parents(name)
+
+    def _need_parents(self, path: str) -> None:
+        for a in ancestors(path):
             if a in self._needed:
-                break
-            self._needed.add(a)
+                break  # and so are its parents
+            if self._shadows.keeps_dir(a):  # an opaque "a/b" removes "a/b/c", not "a/b"
+                self._needed.add(a)

@@ -16,7 +16,7 @@ from occystrap.forensics.topdown import Shadows
 
 
 class Inode:
-    __slots__ = ("forward", "holder", "source", "spooled", "waiting")
+    __slots__ = ("forward", "holder", "reached_through", "source", "spooled", "waiting")
 
     def __init__(self) -> None:
         self.holder: str | None = None
@@ -24,12 +24,25 @@ class Inode:
         self.source: Member | None = None
         self.spooled: tuple[int, int] | None = None  # (offset, size) in the current layer's spool
         self.forward: Inode | None = None
+        # Names of links that some layer writes below: hostile if this turns out a symlink.
+        self.reached_through: list[str] = []
 
     def find(self) -> Inode:
         node = self
         while node.forward is not None:
             node = node.forward
         return node
+
+    def made_by(self, m: Member) -> None:
+        self.source = m
+        self.check()
+
+    def check(self) -> None:
+        if self.source is not None and self.source.kind == "symlink" and self.reached_through:
+            raise UnsafeArchiveError(
+                f"a layer writes below {self.reached_through[0]!r},"
+                f" a hardlink to the symlink {self.source.path!r}"
+            )
 
 
 def join(a: Inode, b: Inode) -> Inode:
@@ -41,8 +54,10 @@ def join(a: Inode, b: Inode) -> Inode:
         a, b = b, a
     assert b.source is None and b.holder is None, "two members cannot make one inode"
     a.waiting.extend(b.waiting)
-    b.waiting = []
+    a.reached_through.extend(b.reached_through)
+    b.waiting, b.reached_through = [], []
     b.forward = a
+    a.check()
     return a
 
 

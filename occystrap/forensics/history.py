@@ -1,9 +1,10 @@
 """Every path's story across the layers, and the final filesystem, from path metadata alone.
 
 `Merger` applies one layer's members at a time, bottom first. A layer's whiteouts and opaque
-markers act first, on what lower layers left (overlay semantics: what the same layer adds is
-never hidden by its own markers), then its entries in tar order. Each write and each deletion
-is recorded as an `Event` on the path, so overwritten and deleted files stay visible.
+markers act first (shallowest first), on what lower layers left (overlay semantics: what the
+same layer adds is never hidden by its own markers), then its entries in tar order. Each
+write and each deletion is recorded as an `Event` on the path, so overwritten and deleted
+files stay visible.
 """
 
 from __future__ import annotations
@@ -35,6 +36,12 @@ class Version:
     device: tuple[int, int] | None = None
     sha256: str | None = None
     implicit: bool = False  # a directory made for a path below it, which no layer declared
+    linked_type: str | None = None  # hardlink: what its target is ("file", or rarely "symlink"…)
+
+    @property
+    def file_type(self) -> str:
+        """What the path holds: a hardlink holds what its target holds."""
+        return self.linked_type or self.type
 
     @classmethod
     def of(cls, layer: int, m: Member) -> Version:
@@ -171,7 +178,9 @@ class Merger:
         return other
 
     def apply(self, layer: int, members: Sequence[Member]) -> None:
-        for m in members:
+        # Shallower markers first, so the result does not hang on their tar order: a whiteout
+        # of a directory goes before markers inside it (which then find nothing to reach).
+        for m in sorted((m for m in members if m.is_marker), key=lambda m: m.path.count("/")):
             if m.kind == "whiteout":
                 self._delete(layer, m.target, "whiteout", m.path)
             elif m.kind == "opaque":
@@ -217,7 +226,7 @@ class Merger:
             parent, child = node, node.children.get(part)
             if child is None:
                 return parent, None
-            if child.version.type == "symlink" and (through_last or i < len(parts) - 1):
+            if child.version.file_type == "symlink" and (through_last or i < len(parts) - 1):
                 raise UnsafeArchiveError(
                     f"layer reaches {path!r} through the symlink {'/'.join(parts[: i + 1])!r}"
                 )
@@ -257,7 +266,7 @@ class Merger:
             if child is None:
                 child = node.children[part] = _Node(Version.implicit_dir(layer), {})
                 self._record(sub, Event(layer, "added", child.version))
-            elif child.version.type == "symlink":
+            elif child.version.file_type == "symlink":
                 raise UnsafeArchiveError(f"layer writes {path!r} through the symlink {sub!r}")
             elif child.children is None:
                 child.version, child.children = Version.implicit_dir(layer), {}
@@ -299,6 +308,7 @@ class Merger:
             target="/" + m.target,
             device=t.device,
             sha256=t.sha256,
+            linked_type=t.file_type,
         )
 
 

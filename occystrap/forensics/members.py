@@ -87,8 +87,10 @@ def classify(info: tarfile.TarInfo) -> Member | None:
         target = info.linkname
     elif kind == "hardlink":
         target = clean_name(info.linkname)
-        if not target:
-            raise UnsafeArchiveError(f"hardlink {path!r} points at the root directory")
+        if not target or target == path or target.startswith(path + "/") or path.startswith(target + "/"):
+            # Unpackers clear `path` first, so a link to itself or below reaches nothing, and a
+            # target above the link is a directory by the time the link is made.
+            raise UnsafeArchiveError(f"hardlink {path!r} cannot point at {target or '/'!r}")
     xattrs = tuple(sorted((k, v) for k, v in info.pax_headers.items() if k.startswith(_XATTR)))
     return Member(
         path=path,
