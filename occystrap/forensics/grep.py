@@ -3,6 +3,7 @@ across a chunk border are found, and never reported twice."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from typing import IO
@@ -11,6 +12,7 @@ CHUNK = 1024 * 1024
 OVERLAP = 4096  # a match up to this long is always found whole
 BINARY_PROBE = 8192  # as git and grep do: a NUL in the first 8 KiB means binary
 MAX_TEXT = 200
+CONTEXT = 64  # bytes kept before a window, for anchors and lookbehinds
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,40 +34,42 @@ def scan(
     """Matches of pattern in data, or None for a binary file skipped. At most `limit` hits.
 
     Every match start belongs to exactly one window: a window owns the starts up to `overlap`
-    bytes before its end (all of them at EOF); the rest come again as the next window's head.
+    bytes before its end (all of them at EOF); the rest come again in the next window, behind
+    a little of what preceded them, so that ^, \\b and short lookbehinds see the real context.
     """
-    chunk = max(chunk, overlap, BINARY_PROBE)
+    head = data.read(BINARY_PROBE)
+    if not include_binary and b"\0" in head:
+        return None
+    blocks = itertools.chain(
+        (head[i : i + chunk] for i in range(0, len(head), chunk)),
+        iter(lambda: data.read(chunk), b""),
+        [b""],  # the end: the last window owns every start left
+    )
     hits: list[Hit] = []
-    carry = b""
+    prefix = b""  # context, then the starts the previous window did not own
+    own_from = 0  # where in the window this window's starts begin
     base = 0  # file offset of window[0]
     lines = _LineCounter()
-    start_at = 0  # window index where the next match may start
-    first = True
-    while True:
-        block = data.read(chunk)
-        if first:
-            first = False
-            if not include_binary and b"\0" in block[:BINARY_PROBE]:
-                return None
-        eof = not block
-        window = carry + block
-        owned = len(window) if eof else max(0, len(window) - overlap)
-        end_of_last = 0
-        for m in pattern.finditer(window, start_at):
-            if m.start() >= owned:
+    start_at = 0  # window index where the next match may start (past the last one)
+    for block in blocks:
+        window = prefix + block
+        own_to = len(window) if not block else max(own_from, len(window) - overlap)
+        for m in pattern.finditer(window, max(start_at, own_from)):
+            if m.start() >= own_to:
                 break
             if m.end() == m.start():
                 continue  # an empty match says nothing about the file
             hits.append(Hit(base + m.start(), lines.line_at(window, m.start()), _text(window, m.start())))
-            end_of_last = m.end()
+            start_at = m.end()
             if limit is not None and len(hits) >= limit:
                 return hits
-        if eof:
-            return hits
-        lines.advance(window, owned)
-        base += owned
-        carry = window[owned:]
-        start_at = max(0, end_of_last - owned)
+        keep = max(0, own_to - CONTEXT)
+        lines.advance(window, keep)
+        base += keep
+        prefix = window[keep:]
+        own_from = own_to - keep
+        start_at = max(0, start_at - keep)
+    return hits
 
 
 class _LineCounter:
