@@ -133,7 +133,8 @@ def read_in_root(root: Path, path: str) -> str | None:
         fd = os.open(root.joinpath(*resolved), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
     with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
         return fh.read(MAX_FILE).decode("utf-8", "replace")
