@@ -257,3 +257,16 @@ def test_memory_stays_flat_in_file_size(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert table.final()["/d/2"].size == 16 * 1024 * 1024
     assert peak < 8 * 1024 * 1024, peak
+
+
+def test_layer_refs_of_an_image() -> None:
+    from occystrap.forensics.layers import layer_refs
+    from occystrap.model import Descriptor, build_image
+    from occystrap.reference import parse
+
+    built = images.build_image(rich_layers(), fmt="oci")
+    manifest = Descriptor(built.manifest_media_type, built.manifest_digest, len(built.manifest))
+    image = build_image(parse("127.0.0.1:5000/x/y:v1"), manifest, built.manifest, built.config)
+    assert layer_refs(image) == [
+        LayerRef(i, layer.digest, layer.diff_id, layer.size) for i, layer in enumerate(built.layers)
+    ]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from occystrap.forensics.layers import LayerRef, OpenLayer, open_blob_file
+from occystrap.forensics.layers import LayerRef, OpenLayer, blob_paths, open_blob_file
 from tests.support import images
 from tests.support.images import BuiltImage, Entry, directory, file, hardlink, opaque, symlink, whiteout
 
@@ -30,7 +30,7 @@ class Stored:
     opens: Counter[str] = field(default_factory=Counter)
 
     def open_layer(self) -> OpenLayer:
-        inner = open_blob_file({r.digest: self.blob_dir / r.digest[7:] for r in self.refs})
+        inner = open_blob_file(blob_paths(self.blob_dir, self.refs))
 
         @contextlib.contextmanager
         def counted(ref: LayerRef) -> Iterator[BinaryIO]:
