@@ -128,7 +128,9 @@ def test_devices_and_fifos_are_kept_in_the_stream(tmp_path: Path) -> None:
 def test_owners_modes_mtimes_and_xattrs_survive(tmp_path: Path) -> None:
     info, data = member("etc/tool", data=b"#!/bin/sh\n", mode=0o4755)
     info.uid, info.gid, info.uname, info.gname, info.mtime = 7, 8, "svc", "svcgrp", 1234567890
-    info.pax_headers = {"SCHILY.xattr.security.capability": "\x01\x00\x00\x02"}
+    # Binary xattr values travel as PAX "hdrcharset=BINARY", decoded with surrogateescape.
+    capability = b"\x01\x00\x00\x02\xff\xfe\x00\x00".decode("utf-8", "surrogateescape")
+    info.pax_headers = {"SCHILY.xattr.security.capability": capability, "SCHILY.xattr.user.note": "hi"}
     stored = store(tmp_path, [raw_layer([member("etc", tarfile.DIRTYPE), (info, data)])])
     [out] = [m for m in _members(_export(stored, tmp_path)) if m.name == "etc/tool"]
     assert (out.mode, out.uid, out.gid, out.uname, out.gname, out.mtime) == (
@@ -139,7 +141,8 @@ def test_owners_modes_mtimes_and_xattrs_survive(tmp_path: Path) -> None:
         "svcgrp",
         1234567890,
     )
-    assert out.pax_headers["SCHILY.xattr.security.capability"] == "\x01\x00\x00\x02"
+    assert out.pax_headers["SCHILY.xattr.security.capability"] == capability
+    assert out.pax_headers["SCHILY.xattr.user.note"] == "hi"
 
 
 def test_undeclared_parents_come_last_as_plain_directories(tmp_path: Path) -> None:

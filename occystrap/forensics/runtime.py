@@ -110,8 +110,11 @@ def runtime_config(
 
 
 def _env(image: ImageConfig, user: ExecUser) -> list[str]:
-    env = dict(item.partition("=")[::2] for item in DEFAULT_ENV)
-    env.update(image.env_map())  # keeps runc's order for names it already has, like umoci
+    env = {}
+    for item in DEFAULT_ENV:
+        name, _, value = item.partition("=")
+        env[name] = value
+    env.update(image.env_map())  # the image's value wins, in runc's place for names it has too
     if user.home and "HOME" not in env:
         env["HOME"] = user.home
     return [f"{k}={v}" for k, v in env.items()]

@@ -71,9 +71,11 @@ class SearchResult:
 @dataclass(frozen=True)
 class Query:
     """path_glob: fnmatch on the absolute path ("/usr/bin/*"; "*" also crosses "/").
-    path_regex: re.search on the absolute path. content: a regex over file bytes; with a path
-    pattern too, only matching paths are searched. Binary files (a NUL in the first 8 KiB)
-    are skipped unless include_binary."""
+    path_regex: re.search on the absolute path. content: a regex over the bytes of regular
+    files (a str is UTF-8 encoded; add (?i) etc. as needed); with a path pattern too, only
+    matching paths are searched. Binary files (a NUL in the first 8 KiB) are skipped unless
+    include_binary. At most max_hits_per_file content matches per file (None: all); a match
+    longer than grep.OVERLAP may be missed where it crosses a 1 MiB chunk border."""
 
     path_glob: str | None = None
     path_regex: str | None = None
@@ -110,6 +112,8 @@ class _Found:
 def search(
     layers: Sequence[LayerRef], open_layer: OpenLayer, query: Query, *, workers: int = 4
 ) -> SearchResult:
+    """Path matches (no content pattern) or content matches, in layer then tar order. Layers are
+    read in `workers` threads at once (each to its end, so each is verified)."""
     path_re, content_re = query.compiled()
     stop = threading.Event()
 
