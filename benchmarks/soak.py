@@ -41,22 +41,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-if str(PROJECT_ROOT) not in sys.path:
-    sys.path.insert(0, str(PROJECT_ROOT))
-
-from tests.support import images  # noqa: E402
-from tests.support.faultproxy import BLOB_GETS, Fault, FaultProxy, _Active  # noqa: E402
-from tests.support.images import BuiltImage, Layer  # noqa: E402
-from tests.support.registry import Registry, start_registry  # noqa: E402
-
-GNU_TIME = "/usr/bin/time"
-KiB = 1024
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
+from benchmarks.common import GNU_TIME, PROJECT_ROOT, KiB, gnu_time_stats, log
+from tests.support import images
+from tests.support.faultproxy import BLOB_GETS, Fault, FaultProxy, _Active
+from tests.support.images import BuiltImage, Layer
+from tests.support.registry import Registry, start_registry
 
 # --------------------------------------------------------------------------------------
 # Images
@@ -174,19 +163,6 @@ def write_spec(path: Path, proxy_host: str, pushed: list[Pushed]) -> None:
         f"    tags: [{', '.join(worker_tags)}]",
     ]
     path.write_text("\n".join(lines) + "\n")
-
-
-def parse_gnu_time(path: Path) -> dict[str, str]:
-    out: dict[str, str] = {}
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return out
-    for line in text.splitlines():
-        key, sep, value = line.strip().rpartition(": ")
-        if sep:
-            out[key] = value
-    return out
 
 
 def check_result(dest: Path, proxy_host: str, pushed: list[Pushed]) -> list[str]:
@@ -333,8 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         summary: dict[str, Any] = next((e for e in reversed(events) if e.get("event") == "Summary"), {})
         blob_requests = proxy.seen(BLOB_GETS, "GET")
         sent = sum(s.body_bytes for s in blob_requests)
-        gnu = parse_gnu_time(time_file)
-        rss_kb = gnu.get("Maximum resident set size (kbytes)")
+        rss_kb = gnu_time_stats(time_file.read_text()).get("rss") if time_file.exists() else None
 
         problems: list[str] = []
         if timed_out:
@@ -356,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         refetched = sent - unique_bytes
         print(f"  blob bytes sent:        {_mb(sent)}; re-fetched {refetched / 1e3:.1f} kB")
         print(f"  wall time:              {wall:.1f}s (mirror), {time.monotonic() - started:.1f}s (all)")
-        print(f"  peak RSS:               {f'{int(rss_kb) / 1024:.1f} MiB' if rss_kb else 'unknown'}")
+        print(f"  peak RSS:               {f'{rss_kb / KiB:.1f} MiB' if rss_kb else 'unknown'}")
         if problems:
             print(f"FAILED: {len(problems)} problem(s)")
             for problem in problems[:30]:

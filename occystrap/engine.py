@@ -1,9 +1,10 @@
-"""The one place that starts tasks: resolve images, fetch each needed blob once, commit.
+"""The one copy: from any Source to any Sink, each needed blob moved once, then a commit.
 
 One task group owns everything; one capacity limiter bounds blob bodies in flight,
-largest first so the last straggler is small. The event loop only reads the network;
+largest first so the last straggler is small. The event loop only reads the source;
 each blob's hashing, decompression and writing run on its own stage threads
-(pipeline.BlobStages) in batches whose size shares a fixed budget among the blobs in flight.
+(pipeline.BlobStages) in batches whose size shares a fixed budget among the blobs in
+flight. A target fed on the loop (an upload) gets each batch there as well.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 import anyio
 
+from occystrap.concurrency import Limits, first_error, while_busy
 from occystrap.errors import IntegrityError, OccystrapError, TransferError
 from occystrap.events import (
     BlobDone,
@@ -24,17 +26,17 @@ from occystrap.events import (
     BlobVerifying,
     CommitStarted,
     ImageCommitted,
-    ImageResolved,
     Info,
     Reporter,
 )
-from occystrap.model import Image, Layer, Platform
+from occystrap.layout.writer import streamed
+from occystrap.model import Layer, Node
 from occystrap.pipeline import BlobStages
 from occystrap.reference import Reference
-from occystrap.registry import RegistryClient
-from occystrap.sinks.base import BlobBusy, BlobTarget, Sink
-from occystrap.tuning import DEFAULT_PARALLEL
-from occystrap.verify import BlobCheck
+from occystrap.registry.retry import Retryable, RetryPolicy
+from occystrap.sinks.base import BlobTarget, PlainWriter, Resumable, RetryBlob, Sink, StreamFed
+from occystrap.sources.base import Source
+from occystrap.streamcheck import BlobCheck
 
 # Bytes per hand-off to a blob's stage threads, shared out among the blobs in flight.
 # One big layer runs fastest with 512 KiB batches (1 MiB bought nothing); four blobs in
@@ -54,157 +56,206 @@ def batch_size(in_flight: int) -> int:
 
 
 @dataclass(frozen=True)
+class Item:
+    """One root to copy: where the source knows it, and the node as the destination names it."""
+
+    source_ref: Reference
+    node: Node
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What a copy would do (a dry run): the blobs it would move, and why the rest need not."""
+
+    move: list[Layer]
+    skipped: dict[str, tuple[Layer, str]]  # digest -> (blob, reason: "present", "mounted")
+
+    @property
+    def move_bytes(self) -> int:
+        return sum(l.descriptor.size for l in self.move)
+
+
+@dataclass(frozen=True)
 class _Job:
-    ref: Reference
+    ref: Reference  # the source's name for a repository holding the blob
     layer: Layer
     images: tuple[str, ...]
+    destinations: tuple[Reference, ...]
 
 
 class Engine:
-    def __init__(self, client: RegistryClient, reporter: Reporter, parallel: int = DEFAULT_PARALLEL) -> None:
-        self.client = client
+    def __init__(self, reporter: Reporter, limits: Limits | None = None, retries: int = 5) -> None:
         self.reporter = reporter
-        self.parallel = max(1, parallel)
-        self.limiter = anyio.CapacityLimiter(self.parallel)
-        # Each blob in flight runs up to three stage threads; their own limiter keeps them
-        # from starving (or being starved by) the short calls that share anyio's default one.
-        self.stage_limiter = anyio.CapacityLimiter(3 * self.parallel)
+        self.limits = limits or Limits()
+        self.retry = RetryPolicy(retries, reporter=reporter)
 
-    async def resolve_all(self, refs: Sequence[Reference], platform: Platform) -> list[Image]:
-        images: list[Image | None] = [None] * len(refs)
+    @property
+    def parallel(self) -> int:
+        return self.limits.parallel
 
-        async def one(i: int, ref: Reference) -> None:
-            image = await self.client.resolve(ref, platform)
-            images[i] = image
-            self.reporter.emit(
-                ImageResolved(
-                    str(ref),
-                    image.manifest.digest,
-                    str(image.platform) if image.platform else None,
-                    len(image.layers),
-                    sum(l.descriptor.size for l in image.layers),
-                )
-            )
+    async def copy(self, source: Source, sink: Sink, items: Sequence[Item]) -> None:
+        nodes = [i.node for i in items]
+        names = tuple(str(n.reference) for n in nodes)
+        try:
+            await sink.begin(nodes)
+            jobs = self._jobs(items)
+            present = await self._present(sink, jobs)
+            todo: list[_Job] = []
+            for job in jobs:
+                desc = job.layer.descriptor
+                reason = present.get(desc.digest)
+                if reason is not None:
+                    for name in job.images:
+                        self.reporter.emit(BlobSkipped(desc.digest, desc.size, name, reason))
+                    continue
+                todo.append(job)
+                self.reporter.emit(BlobQueued(desc.digest, desc.size, job.images[0]))
+                for name in job.images[1:]:
+                    self.reporter.emit(BlobSkipped(desc.digest, desc.size, name, "shared"))
+            todo.sort(key=lambda j: j.layer.descriptor.size, reverse=True)
+            batch = batch_size(min(self.parallel, len(todo)))
+            async with anyio.create_task_group() as tg:
+                for job in todo:
+                    tg.start_soon(self._move, source, sink, job, batch)
+            self.reporter.emit(CommitStarted(names, sink.destination))
+            await sink.commit(nodes)
+        except BaseException as exc:
+            failure = first_error(exc)
+            with anyio.CancelScope(shield=True):
+                await sink.abort(not isinstance(failure, IntegrityError))
+            if isinstance(failure, (TransferError, KeyboardInterrupt, anyio.get_cancelled_exc_class())):
+                self.reporter.emit(Info("what was transferred is kept: run the same command again to resume"))
+            raise
+        for name in names:
+            self.reporter.emit(ImageCommitted(name, sink.destination))
+
+    async def preview(self, sink: Sink, items: Sequence[Item]) -> Preview:
+        """Only the looking half of copy: nothing is moved or written."""
+        jobs = self._jobs(items)
+        present = await self._present(sink, jobs)
+        move = [j.layer for j in jobs if j.layer.descriptor.digest not in present]
+        skipped: dict[str, tuple[Layer, str]] = {}
+        for job in jobs:
+            reason = present.get(job.layer.descriptor.digest)
+            if reason is not None:
+                skipped[job.layer.descriptor.digest] = (job.layer, reason)
+        return Preview(sorted(move, key=lambda l: -l.descriptor.size), skipped)
+
+    def _jobs(self, items: Sequence[Item]) -> list[_Job]:
+        """Every streamed blob once, with every image (and destination) that needs it."""
+        jobs: dict[str, _Job] = {}
+        for item in items:
+            name = str(item.node.reference)
+            for layer in streamed([item.node]):
+                digest = layer.descriptor.digest
+                old = jobs.get(digest)
+                if old is None:
+                    jobs[digest] = _Job(item.source_ref, layer, (name,), (item.node.reference,))
+                elif name not in old.images:
+                    jobs[digest] = _Job(
+                        old.ref, old.layer, (*old.images, name), (*old.destinations, item.node.reference)
+                    )
+        return list(jobs.values())
+
+    async def _present(self, sink: Sink, jobs: list[_Job]) -> dict[str, str]:
+        """Which blobs the destination holds already (checks run concurrently, bounded)."""
+        found: dict[str, str] = {}
+
+        async def one(job: _Job) -> None:
+            async with self.limits.resolves:
+                reason = await sink.present(job.layer, job.destinations)
+            if reason is not None:
+                found[job.layer.descriptor.digest] = reason
 
         async with anyio.create_task_group() as tg:
-            for i, ref in enumerate(refs):
-                tg.start_soon(one, i, ref)
-        return [i for i in images if i is not None]
+            for job in jobs:
+                tg.start_soon(one, job)
+        return found
 
-    async def fetch_images(self, images: list[Image], sink: Sink) -> None:
-        try:
-            await anyio.to_thread.run_sync(sink.begin, images)
-            unique = {l.descriptor.digest: l for i in images for l in i.layers}
-            # Reuse means re-hashing what is on disk: off the event loop.
-            present = await anyio.to_thread.run_sync(
-                lambda: {d for d, layer in unique.items() if sink.has_layer(layer)}
-            )
-            jobs: dict[str, _Job] = {}
-            for image in images:
-                name = str(image.reference)
-                for layer in image.layers:
-                    digest, size = layer.descriptor.digest, layer.descriptor.size
-                    if digest in present:
-                        self.reporter.emit(BlobSkipped(digest, size, name, "present"))
-                    elif digest in jobs:
-                        old = jobs[digest]
-                        jobs[digest] = _Job(old.ref, old.layer, (*old.images, name))
-                        self.reporter.emit(BlobSkipped(digest, size, name, "shared"))
-                    else:
-                        jobs[digest] = _Job(image.reference, layer, (name,))
-                        self.reporter.emit(BlobQueued(digest, size, name))
-            ordered = sorted(jobs.values(), key=lambda j: j.layer.descriptor.size, reverse=True)
-            batch = batch_size(min(self.parallel, len(ordered)))
-            async with anyio.create_task_group() as tg:
-                for job in ordered:
-                    tg.start_soon(self._fetch_layer, job, sink, batch)
-            destination = str(sink.destination)
-            self.reporter.emit(CommitStarted(tuple(str(i.reference) for i in images), destination))
-            await anyio.to_thread.run_sync(sink.commit, images)
-        except BaseException as exc:
-            failure = _leaf(exc) if isinstance(exc, BaseExceptionGroup) else exc
-            resumable = not isinstance(failure, IntegrityError)
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(sink.abort, resumable)
-            if isinstance(failure, (TransferError, KeyboardInterrupt, anyio.get_cancelled_exc_class())):
-                self.reporter.emit(Info("what was downloaded is kept: run the same command again to resume"))
-            raise
-        for image in images:
-            self.reporter.emit(ImageCommitted(str(image.reference), destination))
-
-    async def _fetch_layer(self, job: _Job, sink: Sink, batch: int) -> None:
+    async def _move(self, source: Source, sink: Sink, job: _Job, batch: int) -> None:
         desc = job.layer.descriptor
-        opened = await self._open(job, sink)
-        if opened is None:
+        tries = 0
+        while True:
+            try:
+                moved = await self._move_once(source, sink, job, batch)
+            except RetryBlob as exc:
+                # The destination lost the blob midway (an upload cut): again from the first byte.
+                tries += 1
+                await self.retry.wait(
+                    tries, Retryable(str(exc)), f"{sink.destination}: {desc.digest}", desc.digest
+                )
+                continue
+            break
+        if moved:
+            self.reporter.emit(BlobDone(desc.digest, desc.size))
+        else:
             self.reporter.emit(BlobSkipped(desc.digest, desc.size, job.images[0], "present"))
-            return
+
+    async def _move_once(self, source: Source, sink: Sink, job: _Job, batch: int) -> bool:
+        """False when another process put the blob there meanwhile."""
+        desc = job.layer.descriptor
+
+        def waiting() -> None:
+            self.reporter.emit(Info(f"{desc.digest.short} is being fetched by another process: waiting"))
+
+        opened = await while_busy(lambda: sink.open_blob(job.layer, job.destinations), waiting)
+        if opened is None:
+            return False
         target: BlobTarget = opened
         try:
-            async with self.limiter:
-                offset = target.prefix_size()
-                if offset > desc.size:
+            async with self.limits.transfers:
+                offset = target.prefix_size() if isinstance(target, Resumable) else 0
+                if offset > desc.size and isinstance(target, Resumable):
                     await anyio.to_thread.run_sync(target.restart)
                     offset = 0
                 try:
-                    plain_size = await self._transfer(job, target, offset, batch)
+                    plain_size = await self._transfer(source, sink, job, target, offset, batch)
                 except IntegrityError:
-                    if offset == 0:
+                    if offset == 0 or not isinstance(target, Resumable):
                         raise
                     # What an earlier run left did not check out: fetch this blob afresh.
                     await anyio.to_thread.run_sync(target.restart)
-                    plain_size = await self._transfer(job, target, 0, batch)
-                await anyio.to_thread.run_sync(target.commit, plain_size)
+                    plain_size = await self._transfer(source, sink, job, target, 0, batch)
+                await target.commit(plain_size)
         except BaseException as exc:
             # Bad data is thrown away; a prefix cut short by the network or Ctrl-C is kept to resume.
-            keep = not isinstance(exc, IntegrityError)
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(target.abort, keep)
+                await target.abort(not isinstance(exc, IntegrityError))
             raise
-        self.reporter.emit(BlobDone(desc.digest, desc.size))
+        return True
 
-    async def _open(self, job: _Job, sink: Sink) -> BlobTarget | None:
-        """The layer's target, waiting (cancellably) while another process fetches the same blob."""
-        waiting = False
-        while True:
-            try:
-                return await anyio.to_thread.run_sync(sink.open_layer, job.layer)
-            except BlobBusy:
-                if not waiting:
-                    waiting = True
-                    digest = job.layer.descriptor.digest
-                    self.reporter.emit(Info(f"{digest[7:19]} is being fetched by another process: waiting"))
-                await anyio.sleep(0.2)
-
-    async def _transfer(self, job: _Job, target: BlobTarget, offset: int, batch: int) -> int:
+    async def _transfer(
+        self, source: Source, sink: Sink, job: _Job, target: BlobTarget, offset: int, batch: int
+    ) -> int:
         desc = job.layer.descriptor
         check = BlobCheck(
             desc.digest,
             desc.size,
-            job.layer.diff_id,
-            target.write_raw if target.wants_raw else None,
-            target.write_plain if target.wants_plain else None,
+            job.layer.diff_id if sink.check_diff_ids else None,
+            target.write_raw,
+            target.write_plain if isinstance(target, PlainWriter) else None,
             already_written=offset,
         )
         self.reporter.emit(BlobStarted(desc.digest, desc.size, offset))
         try:
-            await self._pipeline(job, check, target, offset, batch)
+            await self._pipeline(source, job, check, target, offset, batch)
         except BaseExceptionGroup as group:
-            raise _leaf(group) from None
+            raise first_error(group) from None
         self.reporter.emit(BlobVerifying(desc.digest, desc.size))
         await anyio.to_thread.run_sync(check.finish)
         return check.plain_size
 
     async def _pipeline(
-        self, job: _Job, check: BlobCheck, target: BlobTarget, offset: int, batch: int
+        self, source: Source, job: _Job, check: BlobCheck, target: BlobTarget, offset: int, batch: int
     ) -> None:
-        stages = BlobStages(check, batch, self.stage_limiter)
+        stages = BlobStages(check, batch, self.limits.stages)
         async with anyio.create_task_group() as tg:
             tg.start_soon(stages.run)
             # A failed transfer must not cancel the stages: they first write what did arrive,
             # so that a later run resumes after it.
             failure: Exception | None = None
             try:
-                await self._produce(job, stages, target, offset)
+                await self._produce(source, job, stages, target, offset)
             except Exception as exc:
                 failure = exc
             finally:
@@ -212,9 +263,12 @@ class Engine:
         if failure is not None:
             raise failure
 
-    async def _produce(self, job: _Job, stages: BlobStages, target: BlobTarget, offset: int) -> None:
+    async def _produce(
+        self, source: Source, job: _Job, stages: BlobStages, target: BlobTarget, offset: int
+    ) -> None:
         desc = job.layer.descriptor
-        if offset:
+        fed = target if isinstance(target, StreamFed) else None
+        if offset and isinstance(target, Resumable):
             # The prefix on disk goes through the same hashers and decoder, so nothing is trusted.
             prefix = target.read_prefix()
             while (chunk := await anyio.to_thread.run_sync(next, prefix, None)) is not None:
@@ -223,14 +277,16 @@ class Engine:
         pending_size = 0
         done = reported = offset
         try:
-            async with aclosing(self.client.blob_chunks(job.ref, desc, offset)) as chunks:
+            async with aclosing(source.blob(job.ref, desc, offset)) as chunks:  # type: ignore[type-var]
                 async for chunk in chunks:
                     pending.append(chunk)
                     pending_size += len(chunk)
                     if pending_size >= stages.batch:
                         done += pending_size
-                        batch, pending, pending_size = pending, [], 0
-                        await stages.feed(batch)
+                        ready, pending, pending_size = pending, [], 0
+                        await stages.feed(ready)
+                        if fed is not None:
+                            await fed.feed(ready)
                         if done - reported >= PROGRESS_STEP:
                             reported = done
                             self.reporter.emit(BlobProgress(desc.digest, done, desc.size))
@@ -241,14 +297,6 @@ class Engine:
         if pending:
             done += pending_size
             await stages.feed(pending)
+            if fed is not None:
+                await fed.feed(pending)
             self.reporter.emit(BlobProgress(desc.digest, done, desc.size))
-
-
-def _leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The error that broke a blob's pipeline, rather than the group around it."""
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            return _leaf(exc)
-        if not isinstance(exc, anyio.get_cancelled_exc_class()):
-            return exc
-    return group

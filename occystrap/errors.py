@@ -45,6 +45,12 @@ class TransferError(OccystrapError):
     exit_code = 5
 
 
+class QuotaError(OccystrapError):
+    """A destination refused content for its size or storage quota."""
+
+    exit_code = 5
+
+
 class IntegrityError(OccystrapError):
     """Content does not match its digest, size or diff_id."""
 

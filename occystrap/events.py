@@ -84,6 +84,7 @@ class RunStarted(Event):
 
     images: tuple[str, ...]
     destination: str = ""
+    upload: bool = False  # the destination is a registry
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,15 @@ class CommitStarted(Event):
 
     images: tuple[str, ...]
     destination: str = ""
+
+
+@dataclass(frozen=True)
+class ManifestPushed(Event):
+    """A manifest or index written to a registry: by digest (tag None), or under a tag."""
+
+    image: str
+    digest: str
+    tag: str | None
 
 
 class Reporter(Protocol):

@@ -1,113 +1,88 @@
-"""The image model every source and sink shares. Raw bytes are kept, never re-serialized."""
+"""The content model every source and sink shares. Raw bytes are kept, never re-serialized.
+
+What a tag points at is a Node: an Image (runnable: config with diff_ids, tar layers), an
+Artifact (anything else with a manifest: signatures, attestations, SBOMs, charts; carried
+as blobs, never unpacked) or an Index (exact bytes, and the nodes it lists).
+"""
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from occystrap import digest as digests
+from occystrap.digest import Digest
 from occystrap.errors import IntegrityError, ManifestError, UnsupportedMediaTypeError
+from occystrap.mediatypes import (
+    DOCKER_SCHEMA1,
+    INDEX_TYPES,
+    MANIFEST_TYPES,
+    SCHEMA1_TYPES,
+    compression_of,
+    is_image_config,
+    is_layer,
+)
+from occystrap.platform import Platform
 from occystrap.reference import Reference
-
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
-DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-DOCKER_LAYER_FOREIGN = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
-DOCKER_SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+json"
-DOCKER_SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
-OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
-OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
-OCI_LAYER_NONDIST_GZIP = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
-
-MANIFEST_TYPES = (DOCKER_MANIFEST, OCI_MANIFEST)
-INDEX_TYPES = (DOCKER_LIST, OCI_INDEX)
-SCHEMA1_TYPES = (DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED, "application/json")
-ACCEPT = ", ".join((*MANIFEST_TYPES, *INDEX_TYPES))
-
-# Manifests are small; anything bigger is hostile or broken, and we hold manifests in memory.
-MAX_MANIFEST_BYTES = 4 * 1024 * 1024
-
-
-def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def compression_of(media_type: str) -> str:
-    """'gzip', 'zstd' or 'none' as the media type says; magic bytes get the last word."""
-    if media_type.endswith("+zstd") or media_type.endswith(".zstd"):
-        return "zstd"
-    if media_type.endswith("gzip"):
-        return "gzip"
-    return "none"
-
-
-@dataclass(frozen=True)
-class Platform:
-    os: str
-    architecture: str
-    variant: str | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> Platform:
-        parts = text.split("/")
-        if len(parts) not in (2, 3) or not all(parts):
-            raise ValueError(f"platform must be os/arch[/variant], not {text!r}")
-        return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
-
-    def __str__(self) -> str:
-        return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
 
 
 @dataclass(frozen=True)
 class Descriptor:
     media_type: str
-    digest: str
+    digest: Digest
     size: int
     platform: Platform | None = None
     annotations: tuple[tuple[str, str], ...] = ()
+    artifact_type: str | None = None
 
     @classmethod
     def from_json(cls, raw: Any, where: str) -> Descriptor:
+        if not isinstance(raw, dict):
+            raise ManifestError(f"malformed descriptor in {where}: not an object")
         try:
-            plat = raw.get("platform")
-            platform = (
-                Platform(plat["os"], plat["architecture"], plat.get("variant") or None)
-                if isinstance(plat, dict)
-                else None
-            )
-            digest = raw["digest"]
-            size = raw["size"]
-            media_type = raw.get("mediaType", "")
-            annotations = tuple(sorted((raw.get("annotations") or {}).items()))
-        except (AttributeError, KeyError, TypeError) as exc:
+            digest = Digest.parse(raw.get("digest"))
+        except ValueError as exc:
             raise ManifestError(f"malformed descriptor in {where}: {exc}") from None
-        if not isinstance(digest, str) or ":" not in digest:
-            raise ManifestError(f"malformed digest {digest!r} in {where}")
+        size = raw.get("size")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise ManifestError(f"malformed size {size!r} in {where}")
-        return cls(media_type, digest, size, platform, annotations)
+        media_type = raw.get("mediaType") or ""
+        notes = raw.get("annotations") or {}
+        artifact_type = raw.get("artifactType")
+        if (
+            not isinstance(media_type, str)
+            or not isinstance(notes, dict)
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in notes.items())
+            or not (artifact_type is None or isinstance(artifact_type, str))
+        ):
+            raise ManifestError(f"malformed descriptor in {where}")
+        platform = Platform.from_json(raw.get("platform"))
+        return cls(media_type, digest, size, platform, tuple(sorted(notes.items())), artifact_type)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+        if self.artifact_type:
+            out["artifactType"] = self.artifact_type
         if self.annotations:
             out["annotations"] = dict(self.annotations)
+        if self.platform is not None:
+            out["platform"] = self.platform.to_json()
         return out
 
     @property
     def hex(self) -> str:
-        return self.digest.partition(":")[2]
+        return self.digest.hex
 
 
 @dataclass(frozen=True)
 class Layer:
+    """A blob that travels as a stream. diff_id: the uncompressed tar's digest for an image's
+    layer; None for an artifact's blob, which is carried as it is and never unpacked."""
+
     descriptor: Descriptor
-    diff_id: str
+    diff_id: Digest | None
 
     @property
     def compression(self) -> str:
@@ -116,7 +91,7 @@ class Layer:
 
 @dataclass(frozen=True)
 class Image:
-    """One platform's image: exact manifest and config bytes, and its layers."""
+    """One platform's runnable image: exact manifest and config bytes, and its layers."""
 
     reference: Reference
     manifest: Descriptor
@@ -124,7 +99,7 @@ class Image:
     config: Descriptor
     config_bytes: bytes
     layers: tuple[Layer, ...]
-    platform: Platform | None = field(default=None)
+    platform: Platform | None = None
 
     @property
     def image_id(self) -> str:
@@ -133,6 +108,55 @@ class Image:
     @property
     def blobs(self) -> tuple[Descriptor, ...]:
         return (self.config, *(layer.descriptor for layer in self.layers))
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A manifest that is not a runnable image: its blobs are carried as they are."""
+
+    reference: Reference
+    manifest: Descriptor
+    manifest_bytes: bytes
+    blobs: tuple[Descriptor, ...]  # config first, then layers
+    artifact_type: str
+    subject: Descriptor | None = None
+    platform: Platform | None = None
+
+
+@dataclass(frozen=True)
+class Index:
+    """A multi-platform index (or any index) with exact bytes, and the nodes it lists."""
+
+    reference: Reference
+    manifest: Descriptor
+    manifest_bytes: bytes
+    children: tuple[Node, ...]
+    platform: Platform | None = None
+
+
+Node = Image | Artifact | Index
+
+
+def with_reference(node: Node, reference: Reference) -> Node:
+    """The same content under another name (children follow as name@digest)."""
+    if isinstance(node, Index):
+        children = tuple(
+            with_reference(c, Reference(reference.registry, reference.repository, digest=c.manifest.digest))
+            for c in node.children
+        )
+        return dataclasses.replace(node, reference=reference, children=children)
+    return dataclasses.replace(node, reference=reference)
+
+
+def walk(node: Node) -> list[Node]:
+    """The node and everything under it, children before the index that lists them."""
+    if isinstance(node, Index):
+        return [n for c in node.children for n in walk(c)] + [node]
+    return [node]
+
+
+def images_of(node: Node) -> list[Image]:
+    return [n for n in walk(node) if isinstance(n, Image)]
 
 
 def load_json(data: bytes, what: str) -> Any:
@@ -152,33 +176,68 @@ def check_media_type(media_type: str, what: str) -> None:
         raise UnsupportedMediaTypeError(f"{what} has unsupported media type {media_type!r}")
 
 
-def parse_manifest(data: bytes, media_type: str, what: str) -> tuple[Descriptor, list[Descriptor]]:
-    """The config and layer descriptors of an image manifest."""
+def media_type_of(data: bytes, declared: str, what: str) -> str:
+    """The manifest's media type: as declared (a Content-Type), else from its own mediaType field."""
+    if declared and declared != "application/octet-stream":
+        return declared
+    doc = load_json(data, what)
+    if not isinstance(doc, dict):
+        return ""
+    if doc.get("schemaVersion") == 1:
+        return DOCKER_SCHEMA1
+    media = doc.get("mediaType")
+    if isinstance(media, str) and media:
+        return media
+    # OCI made mediaType optional: an index lists manifests, an image manifest has layers.
+    return INDEX_TYPES[1] if "manifests" in doc else MANIFEST_TYPES[1] if "layers" in doc else ""
+
+
+@dataclass(frozen=True)
+class ManifestDoc:
+    """An image or artifact manifest, parsed."""
+
+    config: Descriptor
+    layers: tuple[Descriptor, ...]
+    artifact_type: str | None
+    subject: Descriptor | None
+
+    @property
+    def is_image(self) -> bool:
+        return (
+            not self.artifact_type
+            and is_image_config(self.config.media_type)
+            and all(is_layer(l.media_type) for l in self.layers)
+        )
+
+
+def parse_manifest(data: bytes, what: str) -> ManifestDoc:
     doc = load_json(data, what)
     if not isinstance(doc, dict):
         raise ManifestError(f"malformed manifest for {what}: not an object")
     if doc.get("schemaVersion") == 1:
         check_media_type(DOCKER_SCHEMA1, what)
     config = Descriptor.from_json(doc.get("config"), what)
-    layers_raw = doc.get("layers")
+    layers_raw = doc.get("layers", [])
     if not isinstance(layers_raw, list):
-        raise ManifestError(f"malformed manifest for {what}: no layers list")
-    layers = [Descriptor.from_json(item, what) for item in layers_raw]
-    for layer in layers:
-        if layer.media_type and compression_of(layer.media_type) == "none" and "tar" not in layer.media_type:
-            raise UnsupportedMediaTypeError(f"{what} has a layer of unsupported type {layer.media_type!r}")
-    return config, layers
+        raise ManifestError(f"malformed manifest for {what}: layers is not a list")
+    layers = tuple(Descriptor.from_json(item, what) for item in layers_raw)
+    artifact_type = doc.get("artifactType")
+    subject = Descriptor.from_json(doc["subject"], what) if doc.get("subject") is not None else None
+    return ManifestDoc(config, layers, artifact_type if isinstance(artifact_type, str) else None, subject)
 
 
-def parse_diff_ids(config_bytes: bytes, what: str) -> list[str]:
+def parse_diff_ids(config_bytes: bytes, what: str) -> list[Digest]:
     doc = load_json(config_bytes, f"config of {what}")
     try:
         diff_ids = doc["rootfs"]["diff_ids"]
     except (KeyError, TypeError):
         raise ManifestError(f"config of {what} has no rootfs.diff_ids") from None
-    if not isinstance(diff_ids, list) or not all(isinstance(d, str) for d in diff_ids):
+    if not isinstance(diff_ids, list):
         raise ManifestError(f"config of {what} has malformed rootfs.diff_ids")
-    return diff_ids
+    try:
+        return [Digest.parse(d) for d in diff_ids]
+    except ValueError as exc:
+        raise ManifestError(f"config of {what} has a malformed diff_id: {exc}") from None
 
 
 def build_image(
@@ -190,54 +249,32 @@ def build_image(
 ) -> Image:
     """Assemble an Image from exact bytes, checking that manifest and config agree."""
     what = str(reference)
-    config, layer_descs = parse_manifest(manifest_bytes, manifest.media_type, what)
-    if sha256_digest(config_bytes) != config.digest or len(config_bytes) != config.size:
+    parsed = parse_manifest(manifest_bytes, what)
+    if not parsed.is_image:
+        bad = next((l.media_type for l in parsed.layers if not is_layer(l.media_type)), None)
+        kind = f"a layer of type {bad!r}" if bad else f"config type {parsed.config.media_type!r}"
+        raise UnsupportedMediaTypeError(f"{what} is not a runnable image ({kind})")
+    config = parsed.config
+    if digests.of(config_bytes) != config.digest or len(config_bytes) != config.size:
         raise IntegrityError(f"config of {what} does not match its digest {config.digest}")
     diff_ids = parse_diff_ids(config_bytes, what)
-    if len(diff_ids) != len(layer_descs):
+    if len(diff_ids) != len(parsed.layers):
         raise ManifestError(
-            f"{what}: manifest lists {len(layer_descs)} layers but config has {len(diff_ids)} diff_ids"
+            f"{what}: manifest lists {len(parsed.layers)} layers but config has {len(diff_ids)} diff_ids"
         )
-    layers = tuple(Layer(d, diff_id) for d, diff_id in zip(layer_descs, diff_ids, strict=True))
+    layers = tuple(Layer(d, diff_id) for d, diff_id in zip(parsed.layers, diff_ids, strict=True))
+    if platform is None:
+        platform = Platform.from_json(load_json(config_bytes, f"config of {what}"))
     return Image(reference, manifest, manifest_bytes, config, config_bytes, layers, platform)
 
 
-def choose_platform(entries: list[Descriptor], wanted: Platform) -> Descriptor | None:
-    """Pick the index entry for `wanted`, as containerd's matcher does.
-
-    A missing variant matches anything; arm64 without a variant means v8; for
-    arm the wanted variant may fall back to older ones (v7 runs v6 and v5).
-    """
-
-    def norm(p: Platform) -> Platform:
-        arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(p.architecture, p.architecture)
-        variant = p.variant
-        if arch == "arm64" and variant in (None, "v8", "8"):
-            variant = "v8"
-        if arch == "amd64" and variant in (None, "v1"):
-            variant = None
-        return Platform(p.os, arch, variant)
-
-    want = norm(wanted)
-    candidates: list[tuple[int, Descriptor]] = []
-    for entry in entries:
-        if entry.platform is None:
-            continue
-        have = norm(entry.platform)
-        if have.os != want.os or have.architecture != want.architecture:
-            continue
-        if want.variant is None or have.variant == want.variant:
-            rank = 0
-        elif have.variant is None:
-            rank = 1
-        elif want.architecture == "arm" and have.variant < want.variant:
-            rank = 2 + (ord(want.variant[-1]) - ord(have.variant[-1]))
-        else:
-            continue
-        candidates.append((rank, entry))
-    if not candidates:
-        return None
-    return min(candidates, key=lambda c: c[0])[1]
+def build_artifact(
+    reference: Reference, manifest: Descriptor, manifest_bytes: bytes, platform: Platform | None = None
+) -> Artifact:
+    parsed = parse_manifest(manifest_bytes, str(reference))
+    kind = parsed.artifact_type or parsed.config.media_type or "unknown"
+    blobs = tuple(dict.fromkeys((parsed.config, *parsed.layers)))
+    return Artifact(reference, manifest, manifest_bytes, blobs, kind, parsed.subject, platform)
 
 
 def parse_index(data: bytes, what: str) -> list[Descriptor]:

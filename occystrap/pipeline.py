@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 
 import anyio
 
-from occystrap.verify import BlobCheck
+from occystrap.streamcheck import BlobCheck
 
 T = TypeVar("T")
 

@@ -22,6 +22,9 @@ from tests.support.images import BuiltImage  # noqa: E402
 from tests.support.registry import SAMPLE_REPO, SAMPLE_TAG, AuthMode, Registry, start_registry  # noqa: E402
 from tests.support.validators import Podman  # noqa: E402
 
+# docker, runc, runnable_image, forward_proxy.
+pytest_plugins = ["tests.support.judges"]
+
 
 def require_tool(name: str) -> str:
     """Path of binary `name`; skip the test if missing (fail instead when CI=true)."""

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from occystrap import auth
-from occystrap.model import Descriptor, Platform, choose_platform
-from occystrap.registry import parse_retry_after
+from occystrap.platform import Platform, choose
+from occystrap.registry import auth
+from occystrap.registry.retry import parse_retry_after
 
 
 @pytest.mark.parametrize(
@@ -120,10 +120,6 @@ def test_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert auth.resolve_credentials("r.example", "opt", "optpw") == auth.Credentials("opt", "optpw")
 
 
-def _entry(plat: str) -> Descriptor:
-    return Descriptor("m", "sha256:" + plat.replace("/", "-"), 1, Platform.parse(plat))
-
-
 @pytest.mark.parametrize(
     ("available", "wanted", "chosen"),
     [
@@ -139,9 +135,9 @@ def _entry(plat: str) -> Descriptor:
     ],
 )
 def test_choose_platform(available: list[str], wanted: str, chosen: str | None) -> None:
-    entries = [_entry(p) for p in available]
-    got = choose_platform(entries, Platform.parse(wanted))
-    assert (str(got.platform) if got else None) == chosen
+    candidates = [Platform.parse(p) for p in available]
+    got = choose(candidates, Platform.parse(wanted))
+    assert (available[got] if got is not None else None) == chosen
 
 
 def test_retry_after() -> None:

@@ -29,7 +29,6 @@ from aiohttp.client_proto import ResponseHandler
 from aioresponses import CallbackResult, aioresponses
 
 from occystrap import reference
-from occystrap import registry as registry_module
 from occystrap.errors import (
     AuthError,
     IntegrityError,
@@ -40,8 +39,14 @@ from occystrap.errors import (
     UnsupportedMediaTypeError,
 )
 from occystrap.events import BlobRetry, Event
-from occystrap.model import MAX_MANIFEST_BYTES, OCI_MANIFEST, Descriptor, Platform
-from occystrap.registry import ClientOptions, RegistryClient, parse_retry_after
+from occystrap.mediatypes import MAX_MANIFEST_BYTES, OCI_MANIFEST
+from occystrap.model import Descriptor
+from occystrap.platform import Platform
+from occystrap.registry.client import RegistryClient
+from occystrap.registry.options import ClientOptions
+from occystrap.registry.retry import parse_retry_after
+from occystrap.resolve import resolve
+from occystrap.sources.registry import RegistrySource
 
 HOST = "registry.example.com"
 BASE = f"https://{HOST}"
@@ -66,19 +71,13 @@ class Recorder:
         self.events.append(event)
 
 
-class FakeAsyncio:
-    """occystrap.registry's view of asyncio, with sleep recorded instead of waited."""
+SLEEPS: list[float] = []
 
-    def __init__(self) -> None:
-        self.sleeps: list[float] = []
-        self._real_sleep = asyncio.sleep
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(asyncio, name)
-
-    async def sleep(self, delay: float) -> None:
-        self.sleeps.append(delay)
-        await self._real_sleep(0)
+async def record_sleep(delay: float) -> None:
+    """The clients' sleep: recorded, not waited (the retry policy's sleep is injectable)."""
+    SLEEPS.append(delay)
+    await asyncio.sleep(0)
 
 
 @pytest.fixture(autouse=True)
@@ -90,10 +89,9 @@ def hermetic(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    fake = FakeAsyncio()
-    monkeypatch.setattr(registry_module, "asyncio", fake)
-    return fake.sleeps
+def sleeps() -> list[float]:
+    SLEEPS.clear()
+    return SLEEPS
 
 
 class _Response(ClientResponse):
@@ -114,7 +112,7 @@ def mocked(monkeypatch: pytest.MonkeyPatch) -> Iterator[aioresponses]:
 
 
 def client(retries: int = 1, reporter: Recorder | None = None, **kw: Any) -> RegistryClient:
-    return RegistryClient(ClientOptions(retries=retries, backoff=0.001, **kw), reporter)
+    return RegistryClient(ClientOptions(retries=retries, backoff=0.001, **kw), reporter, sleep=record_sleep)
 
 
 def ping_ok(m: aioresponses) -> None:
@@ -315,7 +313,7 @@ async def test_malformed_json_manifest(mocked: aioresponses, content_type: str) 
     mocked.get(MANIFEST_URL, body=b'{"schemaVersion": 2, "config": ', content_type=content_type)
     async with client() as c:
         with pytest.raises(ManifestError, match="malformed JSON"):
-            await c.resolve(REF, Platform("linux", "amd64"))
+            await resolve(RegistrySource(c), REF, Platform("linux", "amd64"))
 
 
 async def test_manifest_pinned_by_digest_must_match(mocked: aioresponses) -> None:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from occystrap import spec
 from occystrap.errors import ManifestError
+from occystrap.mirror import spec
 from tests.helpers import fails, ok
 from tests.support import images
 from tests.support.images import BuiltImage, Entry
@@ -182,7 +184,8 @@ def test_bundles_from_one_lock_are_byte_identical(registry: Registry, tmp_path: 
         registry.push_image("mirror/same", f"t{i}", image)
     amd = images.build_image([[Entry.file("arch", b"amd64 same\n")]], fmt="oci", arch="amd64")
     arm = images.build_image([[Entry.file("arch", b"arm64 same\n")]], fmt="oci", arch="arm64", variant="v8")
-    registry.push_index("mirror/same-multi", "v1", images.build_index([amd, arm]))
+    multi = images.build_index([amd, arm])
+    registry.push_index("mirror/same-multi", "v1", multi)
     spec_file = tmp_path / "s.yaml"
     spec_file.write_text(
         f"images:\n  - name: {registry.host}/mirror/same-multi\n    tags: [v1]\n    platforms: all\n"
@@ -217,8 +220,12 @@ def test_bundles_from_one_lock_are_byte_identical(registry: Registry, tmp_path: 
         f"{host}/mirror/same:t1",
         f"{host}/mirror/same:t2",
         f"{host}/mirror/same-multi:v1",
-        f"{host}/mirror/same-multi@{arm.manifest_digest}",
     ]
+    # platforms: all keeps the index whole: the tag names the registry's index, byte for byte.
+    assert index["manifests"][-1]["digest"] == multi.digest
+    with tarfile.open(first) as tf:
+        held = tf.extractfile(f"blobs/sha256/{multi.digest[7:]}").read()  # type: ignore[union-attr]
+    assert held == multi.data
 
 
 def test_tag_filters_pick_the_newest_matching(registry: Registry, tmp_path: Path) -> None:
@@ -237,7 +244,9 @@ def test_tag_filters_pick_the_newest_matching(registry: Registry, tmp_path: Path
     assert sorted(_catalog(dest)[repo]) == ["nightly", "v1.1.0", "v1.2.0"]
 
 
-def test_platforms_all_on_an_index(registry: Registry, tmp_path: Path) -> None:
+def test_platforms_all_keeps_the_index_whole(
+    registry: Registry, registry_factory: Callable[..., Registry], skopeo: str, tmp_path: Path
+) -> None:
     base_amd = images.build_image([[Entry.file("arch", b"amd64\n")]], fmt="oci", arch="amd64")
     base_arm = images.build_image([[Entry.file("arch", b"arm64\n")]], fmt="oci", arch="arm64", variant="v8")
     index = images.build_index([base_amd, base_arm])
@@ -247,19 +256,65 @@ def test_platforms_all_on_an_index(registry: Registry, tmp_path: Path) -> None:
     spec_file.write_text(f"images:\n  - name: {repo}\n    tags: [v1]\n    platforms: all\n")
     dest = tmp_path / "m"
     ok("mirror", "-q", str(spec_file), str(dest))
+    record = _catalog(dest)[repo]["v1"]
+    assert record["kind"] == "index" and record["manifest_digest"] == index.digest
+    assert {p: r["manifest_digest"] for p, r in record["platforms"].items()} == {
+        "linux/amd64": base_amd.manifest_digest,
+        "linux/arm64/v8": base_arm.manifest_digest,
+    }
+    lock = json.loads((dest / "occystrap.lock").read_text())
+    assert lock[repo]["v1"] == {"index": index.digest}
+    # The tag gives the registry's index back, byte for byte, to a real client.
+    raw = subprocess.run(
+        [skopeo, "inspect", "--raw", f"oci:{dest}:{repo}:v1"], capture_output=True, check=True
+    ).stdout
+    assert raw == index.data
+    # ... and to a second registry, with the same index digest there.
+    other = registry_factory()
+    subprocess.run(
+        [skopeo, "copy", "--all", "--quiet", "--dest-tls-verify=false", f"oci:{dest}:{repo}:v1",
+         f"docker://{other.host}/copied/multi:v1"],
+        capture_output=True, check=True,
+    )  # fmt: skip
+    assert other.client.get_manifest("copied/multi", "v1")[1] == index.data
+    # docker load tags the image of --platform; the other platform is loaded untagged.
+    docker = json.loads((dest / "manifest.json").read_text())
+    tagged = [e for e in docker if e["RepoTags"]]
+    assert [e["Config"] for e in tagged] == [f"blobs/sha256/{base_amd.config_digest[7:]}"]
+    dest2 = tmp_path / "m2"
+    ok("mirror", "-q", "--platform", "linux/arm64", str(spec_file), str(dest2))
+    docker = json.loads((dest2 / "manifest.json").read_text())
+    assert [e["Config"] for e in docker if e["RepoTags"]] == [f"blobs/sha256/{base_arm.config_digest[7:]}"]
+    # A lock replays the index too.
+    dest3 = tmp_path / "m3"
+    dest3.mkdir()
+    shutil.copy(dest / "occystrap.lock", dest3 / "occystrap.lock")
+    ok("mirror", "-q", "--locked", str(dest3))
+    assert _catalog(dest3)[repo]["v1"]["manifest_digest"] == index.digest
+    ok("verify", str(dest))
+
+
+def test_a_platform_list_stores_each_platform(registry: Registry, tmp_path: Path) -> None:
+    base_amd = images.build_image([[Entry.file("arch", b"amd64 list\n")]], fmt="oci", arch="amd64")
+    base_arm = images.build_image(
+        [[Entry.file("arch", b"arm64 list\n")]], fmt="oci", arch="arm64", variant="v8"
+    )
+    registry.push_index("mirror/listed", "v1", images.build_index([base_amd, base_arm]))
+    repo = f"{registry.host}/mirror/listed"
+    spec_file = tmp_path / "s.yaml"
+    spec_file.write_text(
+        f"images:\n  - name: {repo}\n    tags: [v1]\n    platforms: [linux/amd64, linux/arm64]\n"
+    )
+    dest = tmp_path / "m"
+    ok("mirror", "-q", "--platform", "linux/arm64", str(spec_file), str(dest))
     entries = _catalog(dest)[repo]
-    assert entries["v1"]["platform"] == "linux/amd64"
-    assert entries["v1"]["manifest_digest"] == base_amd.manifest_digest
-    assert entries[base_arm.manifest_digest]["platform"] == "linux/arm64/v8"
+    assert entries["v1"]["manifest_digest"] == base_arm.manifest_digest
+    assert entries[base_amd.manifest_digest]["platform"] == "linux/amd64"
     lock = json.loads((dest / "occystrap.lock").read_text())
     assert lock[repo]["v1"] == {
         "linux/amd64": base_amd.manifest_digest,
         "linux/arm64/v8": base_arm.manifest_digest,
     }
-    # --platform picks which one is stored under the tag.
-    dest2 = tmp_path / "m2"
-    ok("mirror", "-q", "--platform", "linux/arm64", str(spec_file), str(dest2))
-    assert _catalog(dest2)[repo]["v1"]["manifest_digest"] == base_arm.manifest_digest
 
 
 def test_bundle_tarball_loads_every_tag(registry: Registry, podman: Podman, tmp_path: Path) -> None:

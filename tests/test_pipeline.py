@@ -15,8 +15,9 @@ import pytest
 
 from occystrap.errors import IntegrityError
 from occystrap.pipeline import BlobStages, Channel
-from occystrap.sinks.tarball import STREAMED_HEADER, _header
-from occystrap.verify import BlobCheck
+from occystrap.sinks.streamed import STREAMED_HEADER
+from occystrap.sinks.tarformat import header as _header
+from occystrap.streamcheck import BlobCheck
 
 
 def test_channel_hands_over_in_order_then_ends_on_close() -> None:
@@ -190,7 +191,7 @@ def test_streamed_layer_header_has_one_length_for_any_size(size: int) -> None:
 
 def test_aiohttp_import_skips_the_ca_store_and_leaves_ssl_as_it_was() -> None:
     probe = (
-        "import ssl, occystrap.registry, aiohttp.connector as c\n"
+        "import ssl, occystrap.registry.transport, aiohttp.connector as c\n"
         "verified = c._SSL_CONTEXT_VERIFIED\n"
         # Fails closed: it verifies, and trusts nothing.
         "assert verified.verify_mode == ssl.CERT_REQUIRED, verified.verify_mode\n"

@@ -49,7 +49,8 @@ from occystrap.events import (
 )
 from occystrap.ui import schema
 from occystrap.ui.progress import JsonReporter, PlainReporter, QuietReporter, RichReporter
-from occystrap.ui.state import Stats, human, human_pair, short
+from occystrap.ui.stats import Stats
+from occystrap.ui.units import human, human_pair, short
 from tests.helpers import ROOT, ok
 from tests.support import images
 from tests.support.faultproxy import Fault, FaultProxy
@@ -408,7 +409,13 @@ def test_json_schema_is_documented_and_matches_the_events() -> None:
     js.emit(BlobRetry(None, "u", 1, 0.5, "r"))
     js.close()
     docs = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert docs[0] == {"event": "RunStarted", "at": docs[0]["at"], "images": [IMG], "destination": "out.tar"}
+    assert docs[0] == {
+        "event": "RunStarted",
+        "at": docs[0]["at"],
+        "images": [IMG],
+        "destination": "out.tar",
+        "upload": False,
+    }
     assert list(docs[1]) == ["event", "at", *schema.SCHEMA["BlobRetry"]]
     assert list(docs[2]) == ["event", "at", *schema.SCHEMA["Summary"]]
 

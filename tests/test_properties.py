@@ -22,9 +22,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from occystrap import auth, reference
+from occystrap import reference
 from occystrap.errors import BadReferenceError, UnsafeArchiveError
 from occystrap.expand import OPAQUE, WHITEOUT, TreeWriter, apply_layer, clean_name, link_escapes
+from occystrap.registry import auth
 from tests.support import images
 from tests.support.images import Entry
 

@@ -31,7 +31,8 @@ from aiohttp import web
 
 from occystrap import reference
 from occystrap.model import Descriptor
-from occystrap.registry import ClientOptions, RegistryClient
+from occystrap.registry.client import RegistryClient
+from occystrap.registry.options import ClientOptions
 from tests.helpers import fails, leftovers, occystrap, ok
 from tests.support import images
 from tests.support.faultproxy import BLOB_GETS, Fault, FaultProxy
@@ -569,7 +570,7 @@ def test_client_reprs_hide_secrets() -> None:
     assert PASSWORD not in repr(options)
     client = RegistryClient(options)
     ref = reference.parse("127.0.0.1:1/secure/sample", TAG)
-    host = client._host(ref)
+    host = client.host(ref)
     host.tokens["repository:secure/sample:pull"] = ("TOKEN-SECRET-marker", 0.0)
     text = repr(host)
     assert PASSWORD not in text and "TOKEN-SECRET-marker" not in text

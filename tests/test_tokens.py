@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from occystrap import reference
-from occystrap.registry import RegistryClient
+from occystrap.registry.client import RegistryClient
 from tests.support import images
 from tests.support.registry import Registry
 

@@ -4,63 +4,87 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-from occystrap.model import Image, Layer
-from occystrap.verify import file_digest
+import anyio
+
+from occystrap.model import Layer, Node
+from occystrap.reference import Reference
+from occystrap.streamcheck import file_digest
 
 
 class BlobTarget(Protocol):
-    """Receives one blob in a worker thread. `raw` gets the bytes as served, `plain` uncompressed.
+    """Receives one blob. write_raw (called on a stage thread) gets the bytes as served."""
 
-    A target may hold a prefix of the raw blob from an interrupted run: the engine
-    re-hashes it (never trusting it) and fetches only the rest.
-    """
+    def write_raw(self, data: bytes) -> None: ...
+    async def commit(self, plain_size: int) -> None: ...
+    async def abort(self, keep: bool) -> None:
+        """keep: leave what arrived for the next run (the failure was not in the data)."""
+        ...
 
-    wants_raw: bool
-    wants_plain: bool
+
+class RetryBlob(Exception):
+    """The target lost the blob midway (an upload cut, a 503 on its PUT): move it again from
+    its first byte. The engine retries a few times, then fails the run."""
+
+
+@runtime_checkable
+class Resumable(Protocol):
+    """A target that may hold a prefix of the blob from an interrupted run: the engine
+    re-hashes it (never trusting it) and fetches only the rest."""
 
     def prefix_size(self) -> int: ...
     def read_prefix(self) -> Iterator[bytes]: ...
     def restart(self) -> None: ...
-    def write_raw(self, data: bytes) -> None: ...
+
+
+@runtime_checkable
+class PlainWriter(Protocol):
+    """A target that also wants the uncompressed bytes (an uncompressed tarball's layer)."""
+
     def write_plain(self, data: bytes) -> None: ...
-    def commit(self, plain_size: int) -> None: ...
-    def abort(self, keep: bool) -> None:
-        """keep: leave the raw prefix for the next run (the failure was not in the data)."""
-        ...
 
 
-class BlobBusy(Exception):
-    """Another process is downloading this blob into the same destination right now."""
+@runtime_checkable
+class StreamFed(Protocol):
+    """A target fed on the event loop as the bytes arrive (an upload), not on a stage thread."""
+
+    async def feed(self, batch: list[bytes]) -> None: ...
 
 
 class Sink(Protocol):
+    """Where a copy goes. The engine calls begin, then per blob present/open_blob, then
+    commit (or abort). refs: the destination names of the images that use the blob."""
+
+    # Whether layers must be inflated and checked against their diff_ids on the way in:
+    # outputs docker load reads need it; a registry, which never looks inside, does not.
+    check_diff_ids: bool
+
     @property
-    def destination(self) -> Path:
+    def destination(self) -> str:
         """What the user named as the output: for messages."""
         ...
 
-    def begin(self, images: list[Image]) -> None:
-        """Called once, before anything is fetched, with every image of the run."""
+    async def begin(self, nodes: list[Node]) -> None:
+        """Called once, before anything is moved, with every root of the run."""
         ...
 
-    def has_layer(self, layer: Layer) -> bool:
-        """True when the destination already holds this layer, verified."""
+    async def present(self, layer: Layer, refs: Sequence[Reference]) -> str | None:
+        """Why this blob needs no transfer ("present", "mounted"), or None."""
         ...
 
-    def open_layer(self, layer: Layer) -> BlobTarget | None:
-        """Where to write the layer; None if it became present meanwhile (another process
-        fetched it); raises BlobBusy while another process is fetching it."""
+    async def open_blob(self, layer: Layer, refs: Sequence[Reference]) -> BlobTarget | None:
+        """Where to write the blob; None if it became present meanwhile (another process
+        fetched it); raises concurrency.Busy while another process is fetching it."""
         ...
 
-    def commit(self, images: list[Image]) -> None:
-        """Write what makes the output complete; called in a worker thread, last."""
+    async def commit(self, nodes: list[Node]) -> None:
+        """Write what makes the output complete (manifests, indexes, tags), last."""
         ...
 
-    def abort(self, keep: bool) -> None:
+    async def abort(self, keep: bool) -> None:
         """The run failed. keep: the failure was not in the data, so partial work may be resumed."""
         ...
 
@@ -159,17 +183,11 @@ class PlainOut(Protocol):
 
 
 class RawBlobTarget:
-    """The blob as served, resumable; optionally a plain (uncompressed) copy too."""
+    """The blob as served, into a file that a later run can resume (Resumable)."""
 
-    def __init__(
-        self, final: Path, plain: PlainOut | None = None, on_close: Callable[[], None] | None = None
-    ) -> None:
+    def __init__(self, final: Path, on_close: Callable[[], None] | None = None) -> None:
         self._on_close = on_close
-        self.wants_raw = True
-        self.wants_plain = plain is not None
         self._raw = PartialFile(final)
-        # The plain copy is always rebuilt from the start: a resumed raw prefix is re-inflated.
-        self._plain = plain
 
     def prefix_size(self) -> int:
         return self._raw.size()
@@ -179,28 +197,24 @@ class RawBlobTarget:
 
     def restart(self) -> None:
         self._raw.restart()
-        if self._plain is not None:
-            self._plain.restart()
 
     def write_raw(self, data: bytes) -> None:
         self._raw.write(data)
 
-    def write_plain(self, data: bytes) -> None:
-        assert self._plain is not None
-        self._plain.write(data)
+    async def commit(self, plain_size: int) -> None:
+        await anyio.to_thread.run_sync(self._commit)
 
-    def commit(self, plain_size: int) -> None:
+    async def abort(self, keep: bool) -> None:
+        await anyio.to_thread.run_sync(self._abort, keep)
+
+    def _commit(self) -> None:
         try:
-            if self._plain is not None:
-                self._plain.commit()
             self._raw.commit()
         finally:
             self._close()
 
-    def abort(self, keep: bool) -> None:
+    def _abort(self, keep: bool) -> None:
         try:
-            if self._plain is not None:
-                self._plain.abort()
             self._raw.abort(keep)
         finally:
             self._close()
@@ -209,6 +223,36 @@ class RawBlobTarget:
         if self._on_close is not None:
             self._on_close()
             self._on_close = None
+
+
+class RawAndPlainTarget(RawBlobTarget):
+    """The blob as served, and its uncompressed tar too (PlainWriter)."""
+
+    def __init__(self, final: Path, plain: PlainOut, on_close: Callable[[], None] | None = None) -> None:
+        super().__init__(final, on_close)
+        # The plain copy is always rebuilt from the start: a resumed raw prefix is re-inflated.
+        self._plain = plain
+
+    def restart(self) -> None:
+        super().restart()
+        self._plain.restart()
+
+    def write_plain(self, data: bytes) -> None:
+        self._plain.write(data)
+
+    def _commit(self) -> None:
+        try:
+            self._plain.commit()
+        except BaseException:
+            self._close()
+            raise
+        super()._commit()
+
+    def _abort(self, keep: bool) -> None:
+        try:
+            self._plain.abort()
+        finally:
+            super()._abort(keep)
 
 
 def write_atomic(final: Path, data: bytes) -> None:

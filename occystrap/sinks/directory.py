@@ -1,62 +1,71 @@
 """An extracted directory: the tarball's layout as files, alone or merged across many images.
 
-Merged (`unique_names`): blobs stored once, a docker-load manifest per image under a
-unique name, and catalog.json, index.json and manifest.json listing every image. Those
-shared files are rewritten under a file lock, catalog.json last, so two processes can
-fill one directory at the same time.
+Merged (`unique_names`): blobs stored once, a docker-load manifest per tag under a unique
+name, and catalog.json, index.json and manifest.json listing every root. Those shared
+files are rewritten under a file lock, catalog.json last, so two processes can fill one
+directory at the same time. A blob being downloaded is locked too: a second process
+waits for it (concurrency.Busy), then reuses it after re-hashing it.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import anyio
 from filelock import FileLock, Timeout
 
-from occystrap import catalog, layout
+from occystrap.concurrency import Busy
 from occystrap.errors import ManifestError
-from occystrap.expand import ExpandStats, TreeWriter, apply_layer
-from occystrap.model import Image, Layer, load_json
-from occystrap.sinks.base import BlobBusy, RawBlobTarget, partial_path, verified_or_removed, write_atomic
-from occystrap.verify import open_plain
+from occystrap.layout import catalog, merged, writer
+from occystrap.model import Image, Layer, Node, images_of, load_json
+from occystrap.platform import Platform
+from occystrap.reference import Reference
+from occystrap.sinks.base import RawBlobTarget, partial_path, verified_or_removed, write_atomic
+from occystrap.sinks.expanded import expand_image
 
 LOCK = ".occystrap.lock"
 LOCKS = ".occystrap-locks"  # one lock file per blob being downloaded
 
 
 class DirectorySink:
+    check_diff_ids = True
+
     def __init__(
         self,
         root: Path,
         unique_names: bool = False,
         expand: bool = False,
         note: Callable[[str], None] = lambda message: None,
+        platform: Platform | None = None,
     ) -> None:
         self.root = root
         self.unique_names = unique_names
         self.expand = expand
         self.note = note
+        self.platform = platform
         self._opened: dict[str, Layer] = {}
         (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
 
     @property
-    def destination(self) -> Path:
-        return self.root
-
-    def begin(self, images: list[Image]) -> None:
-        return None
+    def destination(self) -> str:
+        return str(self.root)
 
     def blob(self, digest: str) -> Path:
-        return self.root / layout.blob_path(digest)
+        return self.root / writer.blob_path(digest)
+
+    async def begin(self, nodes: list[Node]) -> None:
+        return None
 
     def has_layer(self, layer: Layer) -> bool:
         return verified_or_removed(
             self.blob(layer.descriptor.digest), layer.descriptor.digest, layer.descriptor.size
         )
+
+    async def present(self, layer: Layer, refs: Sequence[Reference]) -> str | None:
+        # Reuse means re-hashing what is on disk: off the event loop.
+        return "present" if await anyio.to_thread.run_sync(self.has_layer, layer) else None
 
     def _lock(self, layer: Layer) -> FileLock:
         # One process per blob at a time: two runs filling this directory share its partial file.
@@ -64,19 +73,25 @@ class DirectorySink:
         locks.mkdir(exist_ok=True)
         return FileLock(str(locks / f"{layer.descriptor.hex}.lock"), timeout=0, thread_local=False)
 
-    def open_layer(self, layer: Layer) -> RawBlobTarget | None:
+    async def open_blob(self, layer: Layer, refs: Sequence[Reference]) -> RawBlobTarget | None:
+        return await anyio.to_thread.run_sync(self._open, layer)
+
+    def _open(self, layer: Layer) -> RawBlobTarget | None:
         lock = self._lock(layer)
         try:
             lock.acquire()
         except Timeout:
-            raise BlobBusy(layer.descriptor.digest) from None
+            raise Busy(layer.descriptor.digest) from None
         if self.has_layer(layer):
             lock.release()
             return None
         self._opened[layer.descriptor.digest] = layer
         return RawBlobTarget(self.blob(layer.descriptor.digest), on_close=lock.release)
 
-    def abort(self, keep: bool) -> None:
+    async def abort(self, keep: bool) -> None:
+        await anyio.to_thread.run_sync(self._abort, keep)
+
+    def _abort(self, keep: bool) -> None:
         """Bad data anywhere in the run: drop the partial downloads this run started, too."""
         if keep:
             return
@@ -91,139 +106,52 @@ class DirectorySink:
             finally:
                 lock.release()
 
-    def commit(self, images: list[Image]) -> None:
-        stored = [layout.as_served(i) for i in images]
-        for s in stored:
-            for digest, data in (
-                (s.image.config.digest, s.image.config_bytes),
-                (s.manifest.digest, s.manifest_bytes),
-            ):
-                path = self.blob(digest)
+    async def commit(self, nodes: list[Node]) -> None:
+        await anyio.to_thread.run_sync(self._commit, nodes)
+
+    def _commit(self, nodes: list[Node]) -> None:
+        for root in nodes:
+            for name, data in writer.documents(root).items():
+                path = self.root / name
                 if not path.exists() or path.read_bytes() != data:
                     write_atomic(path, data)
         rootfs: dict[str, str] = {}
         if self.expand:
-            for s in stored:
-                rootfs[s.manifest.digest] = self._expand(s.image)
+            for image in (i for root in nodes for i in images_of(root)):
+                if image.manifest.digest not in rootfs:
+                    rootfs[image.manifest.digest] = self._expand(image)
         self.root.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.root / LOCK)):
             if self.unique_names:
-                self._commit_merged(stored, rootfs)
+                shared = merged.merge(self._shared(), nodes, self.platform, rootfs)
+                for name, data in merged.files(shared):
+                    write_atomic(self.root / name, data)
             else:
-                for name, data in layout.image_files(stored):
+                for name, data in writer.image_files(nodes, self.platform):
                     write_atomic(self.root / name, data)
 
-    def _commit_merged(self, stored: list[layout.StoredImage], rootfs: dict[str, str]) -> None:
-        images = catalog.load(self.root)
-        index = _read_json_list(self.root / "index.json", "manifests")
-        docker = _read_json_list(self.root / "manifest.json", None)
-        for s in stored:
-            ref = s.image.reference
-            name = catalog.manifest_name(ref)
-            entry = layout.docker_manifest_entry(s)
-            write_atomic(self.root / name, layout.manifest_json([entry]))
-            record: dict[str, Any] = {
-                "manifest": name,
-                "manifest_digest": s.manifest.digest,
-                "config": entry["Config"],
-                "layers": entry["Layers"],
-            }
-            if s.image.platform is not None:
-                record["platform"] = str(s.image.platform)
-            if s.manifest.digest in rootfs:
-                record["rootfs"] = rootfs[s.manifest.digest]
-            images.setdefault(ref.full_name, {})[catalog.tag_key(ref)] = record
-            ref_name = s.ref_name
-            index = [e for e in index if e.get("annotations", {}).get(layout.REF_NAME) != ref_name]
-            index.append(layout.index_entry(s))
-            tags = set(entry["RepoTags"])
-            docker = [
-                d
-                for d in docker
-                if not (tags & set(d.get("RepoTags", [])))
-                and not (not tags and d.get("Config") == entry["Config"])
-            ]
-            docker.append(entry)
-        write_atomic(self.root / "oci-layout", layout.OCI_LAYOUT)
-        write_atomic(self.root / "index.json", layout.index_json(index))
-        write_atomic(self.root / "manifest.json", layout.manifest_json(docker))
-        write_atomic(self.root / catalog.CATALOG, catalog.dump(images))
+    def _shared(self) -> merged.Shared:
+        data = _read(self.root / catalog.CATALOG)
+        return merged.Shared(
+            catalog.parse(data, str(self.root / catalog.CATALOG)),
+            _json_list(self.root / "index.json", "manifests"),
+            _json_list(self.root / "manifest.json", None),
+        )
 
     def _expand(self, image: Image) -> str:
-        """Each layer into layers/<hex>/ (whiteouts visible), the final tree into rootfs/<hex>/."""
-        warn_once: set[str] = set()
-
-        def warn(message: str) -> None:
-            if message not in warn_once:
-                warn_once.add(message)
-                self.note(message)
-
-        final_rel = f"rootfs/{image.manifest.hex}"
-        final = self.root / final_rel
-        tmp_final = _temp_dir(final)
-        rootfs = TreeWriter(tmp_final, keep_whiteouts=False, warn=warn)
-        try:
-            for layer in image.layers:
-                layer_dir = self.root / "layers" / layer.descriptor.hex
-                writers = [rootfs]
-                tmp_layer: Path | None = None
-                if not layer_dir.exists():
-                    tmp_layer = _temp_dir(layer_dir)
-                    writers.insert(0, TreeWriter(tmp_layer, keep_whiteouts=True, warn=warn))
-                with open_plain(self.blob(layer.descriptor.digest)) as stream:
-                    apply_layer(stream, writers)
-                if tmp_layer is not None:
-                    writers[0].finish()
-                    _replace_dir(tmp_layer, layer_dir)
-            rootfs.finish()
-        except BaseException:
-            _rmtree(tmp_final)
-            raise
-        _replace_dir(tmp_final, final)
-        self.note(_summary(image, rootfs.stats))
-        return final_rel
+        return expand_image(self.root, image, self.note)
 
 
-def _summary(image: Image, stats: ExpandStats) -> str:
-    return (
-        f"{image.reference}: flattened {len(image.layers)} layers into {stats.files} files; "
-        f"{stats.shadowed_files} files ({stats.shadowed_bytes / 1e6:.1f} MB) shadowed by later layers "
-        "are not in the final tree"
-    )
-
-
-def _temp_dir(final: Path) -> Path:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.mkdir(mode=0o755)
-    return tmp
-
-
-def _rmtree(path: Path) -> None:
-    if path.exists():
-        for sub, dirs, _files in os.walk(path):
-            for d in dirs:
-                p = Path(sub) / d
-                if not p.is_symlink():
-                    os.chmod(p, 0o700)
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _replace_dir(tmp: Path, final: Path) -> None:
-    if final.exists():
-        old = _temp_dir(final)
-        old.rmdir()
-        os.rename(final, old)
-        os.rename(tmp, final)
-        _rmtree(old)
-    else:
-        os.rename(tmp, final)
-
-
-def _read_json_list(path: Path, key: str | None) -> list[dict[str, Any]]:
+def _read(path: Path) -> bytes | None:
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
+        return None
+
+
+def _json_list(path: Path, key: str | None) -> list[dict[str, Any]]:
+    data = _read(path)
+    if data is None:
         return []
     doc = load_json(data, str(path))
     items = doc.get(key) if key and isinstance(doc, dict) else doc

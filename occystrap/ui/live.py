@@ -19,11 +19,12 @@ from occystrap.events import (
     Info,
     Warning_,
 )
-from occystrap.ui.progress import _LINES_ONLY, MAX_REFRESH, _Guarded
+from occystrap.ui.guarded import LINES_ONLY, MAX_REFRESH, Guarded
 from occystrap.ui.state import (
     DONE,
     DOWNLOADING,
     FINISHED,
+    MOUNTED,
     PRESENT,
     RESOLVING,
     RETRYING,
@@ -32,16 +33,12 @@ from occystrap.ui.state import (
     WAITING,
     WRITING,
     Board,
-    Clock,
     RowView,
     TotalView,
     View,
-    duration,
-    human,
-    human_pair,
-    rate,
-    short,
 )
+from occystrap.ui.stats import Clock
+from occystrap.ui.units import duration, human, human_pair, rate, short
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +50,7 @@ _STYLE = {
     DONE: "green",
     PRESENT: "green",
     SHARED: "blue",
+    MOUNTED: "blue",
 }
 
 # Column widths that do not move between frames.
@@ -79,7 +77,7 @@ class _Frame:
         yield frame
 
 
-class RichReporter(_Guarded):
+class RichReporter(Guarded):
     """Rows of blobs in flight and a total row, drawn live on a terminal (stderr)."""
 
     def __init__(
@@ -164,7 +162,7 @@ class RichReporter(_Guarded):
             self.board.update(event)
         if isinstance(event, BlobProgress):  # the hot path: nothing to print
             return
-        if self._entered and not self._started and not self._final and not isinstance(event, _LINES_ONLY):
+        if self._entered and not self._started and not self._final and not isinstance(event, LINES_ONLY):
             self._start()
         line = self._line(event)
         if line is not None:
@@ -295,7 +293,7 @@ def _bar(total: int, completed: int, width: int) -> Text:
 
 
 def _row_cells(row: RowView, bar_w: int) -> dict[str, Text]:
-    finished = row.state in (DONE, PRESENT, SHARED)
+    finished = row.state in (DONE, PRESENT, SHARED, MOUNTED)
     return {
         "digest": Text(row.digest, style="dim" if finished else "cyan"),
         "label": Text(row.images, style="dim" if finished else ""),

@@ -38,19 +38,13 @@ from occystrap.events import (
     ImageCommitted,
     ImageResolved,
     Info,
+    ManifestPushed,
     Warning_,
 )
 from occystrap.ui import schema
-from occystrap.ui.state import (
-    Clock,
-    Stats,
-    duration,
-    human,
-    human_pair,
-    rate,
-    short,
-    short_image,
-)
+from occystrap.ui.guarded import Guarded
+from occystrap.ui.stats import SKIP_REASONS, Clock, Stats
+from occystrap.ui.units import duration, human, human_pair, rate, short, short_image
 
 __all__ = [
     "JsonReporter",
@@ -63,36 +57,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MAX_REFRESH = 10.0
-_LINES_ONLY = (Info, Warning_)  # events that print a line but need no live display
-
-
-class _Guarded:
-    """emit() and close() never raise: a failure is logged (debug) and counted."""
-
-    errors = 0
-
-    def emit(self, event: Event) -> None:
-        try:
-            self._emit(event)
-        except Exception:
-            self._failed("emit")
-
-    def _emit(self, event: Event) -> None:
-        raise NotImplementedError
-
-    def _failed(self, where: str) -> None:
-        self.errors += 1
-        if self.errors <= 3:
-            log.debug("progress reporter: %s failed", where, exc_info=True)
-
-
 # --------------------------------------------------------------------------
 # Rich
 # --------------------------------------------------------------------------
 
 
-class PlainReporter(_Guarded):
+class PlainReporter(Guarded):
     """Lines for logs: one per state change that matters, and progress every `interval` seconds."""
 
     def __init__(
@@ -143,10 +113,14 @@ class PlainReporter(_Guarded):
                 secs = max(self.clock() - began, 1e-3)
                 took = f" in {secs:.1f}s ({rate(event.size / secs)})"
             image = f" for {short_image(owner)}" if owner else ""
-            return f"fetched {short(event.digest)} {human(event.size)}{took}{image}"
+            return f"{self.stats.moved} {short(event.digest)} {human(event.size)}{took}{image}"
         if isinstance(event, BlobSkipped):
-            why = "already present" if event.reason == "present" else "shared with another image"
+            why = SKIP_REASONS.get(event.reason, event.reason)
             return f"reused {short(event.digest)} {human(event.size)} for {short_image(event.image)} ({why})"
+        if isinstance(event, ManifestPushed):
+            if event.tag:
+                return f"tagged {short_image(event.image)} -> {short(event.digest)}"
+            return f"pushed manifest {short(event.digest)} for {short_image(event.image)}"
         if isinstance(event, BlobRetry):
             what = short(event.digest) if event.digest else event.url
             return f"retry {what} attempt {event.attempt} in {event.delay:.1f}s: {event.reason}"
@@ -192,7 +166,7 @@ class PlainReporter(_Guarded):
 # --------------------------------------------------------------------------
 
 
-class JsonReporter(_Guarded):
+class JsonReporter(Guarded):
     """Every event as a JSON object on its own line, then a Summary (see occystrap.ui.schema)."""
 
     def __init__(self, stream: TextIO | None = None, clock: Clock = time.monotonic) -> None:

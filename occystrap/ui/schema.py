@@ -16,20 +16,25 @@ it is the only line that is not JSON.
 =============== ================================================== ========================================
 event           fields (besides ``event`` and ``at``)              when
 =============== ================================================== ========================================
-RunStarted      images [str], destination str                      before anything is resolved
+RunStarted      images [str], destination str, upload bool         before anything is resolved (upload:
+                                                                   the destination is a registry)
 ImageResolved   image str, manifest_digest str, platform str|null, an image's manifest and config are
                 blobs int (layers), total_bytes int (their sizes)  known
 BlobQueued      digest str, size int, image str                    a layer will be fetched (once per run)
 BlobSkipped     digest str, size int, image str,                   no fetch needed: already in the
-                reason "present"|"shared"                          destination, or fetched for another
-                                                                   image in this run
+                reason "present"|"shared"|"mounted"                destination, moved for another image
+                                                                   in this run, or mounted from another
+                                                                   repository of the destination registry
 BlobStarted     digest str, size int, offset int                   its body starts (holds a slot)
 BlobProgress    digest str, done int, size int                     about every MiB; ``done`` counts from
                                                                    the blob's first byte, across resumes
 BlobRetry       digest str|null, url str, attempt int,             a request failed; retried after
                 delay float, reason str                            ``delay`` s (digest null: not a blob)
 BlobVerifying   digest str, size int                               the body is in; final checks follow
-BlobDone        digest str, size int                               verified and stored
+BlobDone        digest str, size int                               verified and stored (or pushed)
+ManifestPushed  image str, digest str, tag str|null                a manifest or index written to a
+                                                                   registry: by digest (tag null), then
+                                                                   the tag, last
 CommitStarted   images [str], destination str                      writing the output (tar, manifests)
 ImageCommitted  image str, path str                                the image is complete
 Warning         message str                                        something the user should know
@@ -40,10 +45,13 @@ Summary         ok bool, error str|null, images int,               always the la
                 fetched_bytes int, reused_blobs int,
                 reused_bytes int, referenced_bytes int,
                 elapsed float (s), throughput float (B/s),
-                retries int, warnings int, schema int (1)
+                retries int, warnings int, schema int (1),
+                mounted_blobs int, manifests_pushed int,
+                tags_written int
 =============== ================================================== ========================================
 
-``fetched_bytes`` is the sum of ``BlobDone.size``; ``reused_bytes`` the sum of
+``fetched_bytes`` is the sum of ``BlobDone.size`` (bytes pushed, when the destination is a
+registry: every byte is read from the source and sent on at once); ``reused_bytes`` the sum of
 ``BlobSkipped.size``; ``referenced_bytes`` the sum of ``ImageResolved.total_bytes``
 (at least fetched plus reused).
 """
@@ -54,13 +62,13 @@ import dataclasses
 from typing import Any
 
 from occystrap.events import Event
-from occystrap.ui.state import Stats
+from occystrap.ui.stats import Stats
 
 SCHEMA_VERSION = 1
 
 #: The documented keys of each event, besides "event" and "at", in output order.
 SCHEMA: dict[str, tuple[str, ...]] = {
-    "RunStarted": ("images", "destination"),
+    "RunStarted": ("images", "destination", "upload"),
     "ImageResolved": ("image", "manifest_digest", "platform", "blobs", "total_bytes"),
     "BlobQueued": ("digest", "size", "image"),
     "BlobSkipped": ("digest", "size", "image", "reason"),
@@ -69,6 +77,7 @@ SCHEMA: dict[str, tuple[str, ...]] = {
     "BlobRetry": ("digest", "url", "attempt", "delay", "reason"),
     "BlobVerifying": ("digest", "size"),
     "BlobDone": ("digest", "size"),
+    "ManifestPushed": ("image", "digest", "tag"),
     "CommitStarted": ("images", "destination"),
     "ImageCommitted": ("image", "path"),
     "Warning": ("message",),
@@ -88,6 +97,9 @@ SCHEMA: dict[str, tuple[str, ...]] = {
         "retries",
         "warnings",
         "schema",
+        "mounted_blobs",
+        "manifests_pushed",
+        "tags_written",
     ),
 }
 
@@ -125,4 +137,7 @@ def summary(stats: Stats, at: float, ok: bool = True, error: str | None = None) 
         "retries": stats.retries,
         "warnings": stats.warnings,
         "schema": SCHEMA_VERSION,
+        "mounted_blobs": stats.mounted_blobs,
+        "manifests_pushed": stats.manifests_pushed,
+        "tags_written": stats.tags_written,
     }

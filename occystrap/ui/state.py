@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import islice
 
@@ -23,15 +22,10 @@ from occystrap.events import (
     BlobSkipped,
     BlobStarted,
     BlobVerifying,
-    CommitStarted,
     Event,
-    ImageCommitted,
-    ImageResolved,
-    RunStarted,
-    Warning_,
 )
-
-Clock = Callable[[], float]
+from occystrap.ui.stats import Clock, Stats
+from occystrap.ui.units import short, short_image
 
 # Row states.
 WAITING = "waiting"
@@ -41,6 +35,7 @@ VERIFYING = "verifying"
 DONE = "done"
 PRESENT = "present"
 SHARED = "shared"
+MOUNTED = "mounted"
 
 # Overall phases.
 RESOLVING = "resolving"
@@ -51,181 +46,6 @@ FINISHED = "done"
 SPEED_WINDOW = 3.0  # seconds of samples behind a per-blob speed
 TOTAL_WINDOW = 5.0  # seconds of samples behind the aggregate speed
 MAX_SAMPLES = 256
-
-
-# --------------------------------------------------------------------------
-# Formatting (ASCII only: CI logs and odd locales must never break on it)
-# --------------------------------------------------------------------------
-
-
-def short(digest: str | None) -> str:
-    """`sha256:0123456789abcdef...` -> `0123456789ab` (what docker shows)."""
-    if not digest:
-        return "-"
-    algo, sep, hexpart = digest.partition(":")
-    return (hexpart if sep else algo)[:12]
-
-
-def short_image(name: str) -> str:
-    """Drop the registry host and `library/`: `127.0.0.1:5000/team/app:v1` -> `team/app:v1`."""
-    first, sep, rest = name.partition("/")
-    if sep and ("." in first or ":" in first or first == "localhost"):
-        name = rest
-        if first == "docker.io" and name.startswith("library/"):
-            name = name[len("library/") :]
-    base, at, digest = name.partition("@")
-    return f"{base}@{short(digest)}" if at else name
-
-
-_UNITS = ("B", "kB", "MB", "GB", "TB")
-
-
-def _scale(n: float) -> tuple[float, str]:
-    n = abs(n)
-    for i, unit in enumerate(_UNITS):
-        if n < 1000 or unit == _UNITS[-1]:
-            return 1000.0**i, unit
-        n /= 1000
-    return 1.0, "B"  # pragma: no cover
-
-
-def human(n: float) -> str:
-    """Decimal units, as registries and docker report sizes: `1.2 MB`."""
-    div, unit = _scale(n)
-    return f"{n:.0f} {unit}" if unit == "B" else f"{n / div:.1f} {unit}"
-
-
-def human_pair(done: float, total: float) -> str:
-    """`4.2/10.0 MB`: both numbers in the unit of the total."""
-    div, unit = _scale(max(total, done))
-    if unit == "B":
-        return f"{done:.0f}/{total:.0f} B"
-    return f"{done / div:.1f}/{total / div:.1f} {unit}"
-
-
-def rate(bps: float | None) -> str:
-    return "" if bps is None else f"{human(bps)}/s"
-
-
-def duration(seconds: float | None) -> str:
-    """`7s`, `3m05s`, `1h02m`; empty when unknown."""
-    if seconds is None or not math.isfinite(seconds) or seconds < 0:
-        return ""
-    s = round(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
-
-
-def plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-# --------------------------------------------------------------------------
-# Totals
-# --------------------------------------------------------------------------
-
-
-class Stats:
-    """Run totals every reporter keeps for the overall row and the final summary."""
-
-    def __init__(self, clock: Clock = time.monotonic) -> None:
-        self.clock = clock
-        self.started = clock()
-        self.ended: float | None = None
-        self.images_requested = 0
-        self.images_resolved = 0
-        self.images_committed = 0
-        self.referenced_blobs = 0
-        self.referenced_bytes = 0
-        self.queued_blobs = 0
-        self.queued_bytes = 0
-        self.fetched_blobs = 0
-        self.fetched_bytes = 0
-        self.reused_blobs = 0
-        self.reused_bytes = 0
-        self.present_blobs = 0
-        self.shared_blobs = 0
-        self.received_bytes = 0  # bytes of fetched blobs so far, finished or not
-        self.retries = 0
-        self.warnings = 0
-        self.writing = False
-        self._received: dict[str, int] = {}
-
-    @property
-    def images_total(self) -> int:
-        return max(self.images_requested, self.images_resolved, self.images_committed)
-
-    @property
-    def referenced(self) -> int:
-        """Bytes of every layer of every image; fetched + reused when images were not announced."""
-        return max(self.referenced_bytes, self.fetched_bytes + self.reused_bytes)
-
-    @property
-    def elapsed(self) -> float:
-        end = self.ended if self.ended is not None else self.clock()
-        return max(end - self.started, 0.0)
-
-    @property
-    def throughput(self) -> float:
-        return self.fetched_bytes / max(self.elapsed, 1e-3)
-
-    def update(self, event: Event) -> None:
-        if isinstance(event, BlobProgress):
-            before = self._received.get(event.digest, 0)
-            self._received[event.digest] = event.done
-            self.received_bytes += event.done - before
-        elif isinstance(event, BlobDone):
-            self.fetched_blobs += 1
-            self.fetched_bytes += event.size
-            self.received_bytes += event.size - self._received.pop(event.digest, 0)
-        elif isinstance(event, BlobQueued):
-            self.queued_blobs += 1
-            self.queued_bytes += event.size
-        elif isinstance(event, BlobSkipped):
-            self.reused_blobs += 1
-            self.reused_bytes += event.size
-            if event.reason == "shared":
-                self.shared_blobs += 1
-            else:
-                self.present_blobs += 1
-        elif isinstance(event, ImageResolved):
-            self.images_resolved += 1
-            self.referenced_blobs += event.blobs
-            self.referenced_bytes += event.total_bytes
-        elif isinstance(event, ImageCommitted):
-            self.images_committed += 1
-        elif isinstance(event, RunStarted):
-            self.images_requested += len(event.images)
-        elif isinstance(event, CommitStarted):
-            self.writing = True
-        elif isinstance(event, BlobRetry):
-            self.retries += 1
-        elif isinstance(event, Warning_):
-            self.warnings += 1
-
-    def finish(self) -> None:
-        if self.ended is None:
-            self.ended = self.clock()
-
-    def summary(self, ok: bool = True) -> str:
-        """The one line every command ends with."""
-        self.finish()
-        images = (
-            plural(self.images_committed, "image")
-            if ok and self.images_committed >= self.images_total
-            else f"{self.images_committed}/{plural(self.images_total, 'image')}"
-        )
-        head = "summary:" if ok else "summary (failed):"
-        return (
-            f"{head} {images}, {plural(self.fetched_blobs, 'blob')} fetched ({human(self.fetched_bytes)}), "
-            f"{self.reused_blobs} reused ({human(self.reused_bytes)}), "
-            f"{human(self.referenced)} referenced, in {self.elapsed:.1f}s at "
-            f"{rate(self.throughput)}, {self.retries} {'retry' if self.retries == 1 else 'retries'}, "
-            f"{plural(self.warnings, 'warning')}"
-        )
 
 
 # --------------------------------------------------------------------------
@@ -375,7 +195,7 @@ class Board:
                 row = self.active.get(event.digest) or self.waiting.get(event.digest)
                 if row is not None and event.image not in row.images:
                     row.images.append(event.image)
-            state = SHARED if event.reason == "shared" else PRESENT
+            state = {"shared": SHARED, "mounted": MOUNTED}.get(event.reason, PRESENT)
             skipped = Row(event.digest, event.size, [event.image], state, event.size)
             self._finish(f"{event.digest} {event.image}", skipped, now)
             self._label(event.image)

@@ -16,6 +16,12 @@ so tests can check that a resume asked for the right offset.
         proxy.add(Fault(match=layer.digest, drop_after=100_000))
         ok("fetch-to-tarfile", proxy.ref("team/app", "v1"), ...)
         assert proxy.ranges(layer.digest) == ["bytes=100000-"]
+
+Two registry behaviours beyond single faults: `set_rate_limit(RateLimit(limit=N))` imposes
+Docker Hub's pull quota (headers on manifest responses, 429 once spent; see ratelimit.py), and
+`Fault(rewrite_challenge=without_realm, ...)` edits the registry's WWW-Authenticate challenge
+(distribution refuses to start token auth without a realm, so a realm-less challenge can only
+be made on the way out).
 """
 
 from __future__ import annotations
@@ -23,12 +29,14 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import web
 
 from tests.support.loopserver import LoopServer
+from tests.support.ratelimit import TOO_MANY_REQUESTS_MESSAGE, RateLimit
 
 BLOB_GETS = "/blobs/sha256:"
 STREAM_CHUNK = 64 * 1024
@@ -62,6 +70,8 @@ class Fault:
         with the whole body.
     length_delta: declare Content-Length as the real length plus this, send at
         most the declared bytes, then close the connection.
+    rewrite_challenge: replace a WWW-Authenticate header's value by what this returns
+        for it (e.g. without_realm).
     """
 
     match: str = BLOB_GETS
@@ -77,6 +87,7 @@ class Fault:
     flip_at: int | None = None
     ignore_range: bool = False
     length_delta: int = 0
+    rewrite_challenge: Callable[[str], str] | None = None
 
     def matches(self, method: str, path: str) -> bool:
         if self.method is not None and method != self.method:
@@ -113,6 +124,7 @@ class _Active:
     flip_at: int | None = None
     ignore_range: bool = False
     length_delta: int = 0
+    rewrite_challenge: Callable[[str], str] | None = None
 
     def add(self, f: Fault) -> None:
         self.faults.append(f)
@@ -127,6 +139,8 @@ class _Active:
         self.ignore_range = self.ignore_range or f.ignore_range
         if f.length_delta:
             self.length_delta, self.drop_linger = f.length_delta, f.drop_linger
+        if f.rewrite_challenge is not None:
+            self.rewrite_challenge = f.rewrite_challenge
 
 
 class FaultProxy:
@@ -138,6 +152,7 @@ class FaultProxy:
         self._seen: list[Seen] = []
         self._server = LoopServer("faultproxy", shutdown_timeout)
         self._session: aiohttp.ClientSession | None = None
+        self.rate_limit: RateLimit | None = None
 
     # -- addresses -----------------------------------------------------------
 
@@ -170,6 +185,11 @@ class FaultProxy:
 
     def clear(self) -> FaultProxy:
         return self.set()
+
+    def set_rate_limit(self, rate_limit: RateLimit | None) -> FaultProxy:
+        """Impose a pull quota on manifest GETs (None: lift it). Faults with a status come first."""
+        self.rate_limit = rate_limit
+        return self
 
     def reset_counts(self) -> None:
         with self._lock:
@@ -263,6 +283,14 @@ class FaultProxy:
                 status=active.status,
                 headers=headers,
             )
+        quota = self.rate_limit.charge(request.method, request.path_qs) if self.rate_limit else None
+        if quota is not None and not quota[0]:
+            seen.status = 429
+            return web.json_response(
+                {"errors": [{"code": "TOOMANYREQUESTS", "message": TOO_MANY_REQUESTS_MESSAGE}]},
+                status=429,
+                headers=dict(quota[1]),
+            )
 
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _SKIP_REQUEST}
         if active.ignore_range:
@@ -281,7 +309,11 @@ class FaultProxy:
                     continue
                 if k.lower() == "location" and v.startswith(self.upstream):
                     v = self.url + v[len(self.upstream) :]
+                if k.lower() == "www-authenticate" and active.rewrite_challenge is not None:
+                    v = active.rewrite_challenge(v)
                 resp.headers.add(k, v)
+            for k, v in quota[1] if quota is not None else ():
+                resp.headers[k] = v
             real = up.content_length
             declared = real
             if real is not None and active.length_delta:
@@ -370,6 +402,13 @@ class FaultProxy:
         transport.close()
 
 
+def without_realm(challenge: str) -> str:
+    """'Bearer realm="…",service="…",scope="…"' -> 'Bearer service="…",scope="…"'."""
+    scheme, _, params = challenge.partition(" ")
+    kept = [p for p in re.findall(r'\w+="[^"]*"|\w+=[^,]*', params) if not p.lower().startswith("realm=")]
+    return f"{scheme} {','.join(kept)}"
+
+
 def _flush_headers(resp: web.StreamResponse) -> None:
     # aiohttp holds the headers back to send them with the first body bytes; a stall
     # "after the headers" must really put them on the wire first.
@@ -388,4 +427,4 @@ def _range_start(value: str | None) -> int:
     return 0
 
 
-__all__ = ["BLOB_GETS", "Fault", "FaultProxy", "Seen"]
+__all__ = ["BLOB_GETS", "Fault", "FaultProxy", "RateLimit", "Seen", "without_realm"]

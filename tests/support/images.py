@@ -587,6 +587,16 @@ def build_sample_image(
     return build_image(sample_layers(), fmt=fmt, compression=compression, **kwargs)
 
 
+def build_runnable_image(
+    fmt: Format = "docker", compression: Compression = "gzip", **kwargs: Any
+) -> BuiltImage:
+    """An image that runs (static busybox, user `app`, /etc/motd): see tests/support/runnable.py,
+    which holds it to keep this module about image structure rather than host binaries."""
+    from tests.support.runnable import build_runnable_image as build  # it imports this module
+
+    return build(fmt=fmt, compression=compression, **kwargs)
+
+
 __all__ = [
     "BuiltImage",
     "BuiltIndex",
@@ -597,6 +607,7 @@ __all__ = [
     "build_image",
     "build_index",
     "build_layer",
+    "build_runnable_image",
     "build_sample_image",
     "directory",
     "file",

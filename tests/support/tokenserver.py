@@ -1,5 +1,12 @@
 """A Docker-style bearer token server (the flow Docker Hub / ghcr.io / quay.io use).
 
+Two forms of the token endpoint, as Docker Hub has them: `GET REALM?service=&scope=` with
+optional Basic credentials (answers `token` and/or `access_token`), and the OAuth2 form docker
+uses with an identity token from `docker login`: `POST REALM` with a form
+`grant_type=refresh_token&refresh_token=…` or `grant_type=password&username=…&password=…`
+(plus `service`, `scope`, `client_id`; `access_type=offline` also returns a `refresh_token`).
+Knobs for failure tests: `fail_status` (answer 5xx), `token_field="none"` (200 without a token).
+
 Runs aiohttp on 127.0.0.1 in a background thread with its own event loop, so
 synchronous test code and the registry subprocess can both talk to it.
 Tokens are ES256 JWTs with the signing certificate in the `x5c` header, which
@@ -29,7 +36,8 @@ from tests.support.loopserver import LoopServer
 DEFAULT_USERS = {"alice": "s3cret-PASSWORD-marker"}
 PRIVILEGED_ACTIONS = ("pull", "push", "delete", "*")
 
-TokenField = Literal["both", "token", "access_token"]
+# "none": a 200 answer that carries no token at all (a broken or misconfigured server).
+TokenField = Literal["both", "token", "access_token", "none"]
 
 
 @dataclass
@@ -41,6 +49,8 @@ class TokenRequest:
     scopes: list[str]
     granted: list[dict[str, Any]]
     status: int
+    grant_type: str | None = None  # None for the GET form; "refresh_token" / "password" for POST
+    client_id: str | None = None
 
 
 @dataclass
@@ -93,6 +103,12 @@ class TokenServer:
     # both, some send only one), so clients must accept either.
     token_field: TokenField = "both"
     signing: SigningMaterial = field(default_factory=SigningMaterial.generate)
+    # Refresh tokens (docker's identity tokens) the POST form accepts, each for a user.
+    refresh_tokens: dict[str, str] = field(default_factory=dict)
+    # Answer every token request with this status (e.g. 503) instead of a token, for the
+    # first `fail_times` requests (None: until changed).
+    fail_status: int | None = None
+    fail_times: int | None = None
 
     token_requests: int = 0
     requests: list[TokenRequest] = field(default_factory=list)
@@ -117,6 +133,7 @@ class TokenServer:
     async def _app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/token", self._handle_token)
+        app.router.add_post("/token", self._handle_oauth)
         return app
 
     def stop(self) -> None:
@@ -161,19 +178,7 @@ class TokenServer:
             claims, self.signing.key, algorithm="ES256", headers={"x5c": [self.signing.cert_b64_der]}
         )
 
-    async def _handle_token(self, request: web.Request) -> web.Response:
-        self.token_requests += 1
-        service = request.query.get("service")
-        scopes = request.query.getall("scope", [])
-        ok, user = self._authenticate(request.headers.get("Authorization"))
-        if not ok:
-            self.requests.append(TokenRequest(None, service, scopes, [], 401))
-            return web.json_response(
-                {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]},
-                status=401,
-                headers={"WWW-Authenticate": 'Basic realm="test-token-server"'},
-            )
-
+    def _grant(self, user: str | None, scopes: list[str]) -> list[dict[str, Any]]:
         allowed = PRIVILEGED_ACTIONS if user is not None else ("pull",)
         granted: list[dict[str, Any]] = []
         for scope in scopes:
@@ -188,18 +193,100 @@ class TokenServer:
                 acts = [a for a in actions if a in allowed]
                 if acts:
                     granted.append({"type": typ, "name": name, "actions": acts})
+        return granted
 
-        token = self.issue(user, granted)
-        self.requests.append(TokenRequest(user, service, scopes, granted, 200))
+    def _injected_failure(self) -> int | None:
+        if self.fail_status is None or self.fail_times == 0:
+            return None
+        if self.fail_times is not None:
+            self.fail_times -= 1
+        return self.fail_status
+
+    def _body(self, token: str, oauth: bool) -> dict[str, Any]:
         body: dict[str, Any] = {
             "expires_in": self.expires_in,
             "issued_at": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
-        if self.token_field in ("both", "token"):
+        if self.token_field == "none":
+            return body
+        # The OAuth2 form always names it access_token; the GET form varies between servers.
+        if not oauth and self.token_field in ("both", "token"):
             body["token"] = token
-        if self.token_field in ("both", "access_token"):
+        if oauth or self.token_field in ("both", "access_token"):
             body["access_token"] = token
+        return body
+
+    async def _handle_token(self, request: web.Request) -> web.Response:
+        self.token_requests += 1
+        service = request.query.get("service")
+        scopes = request.query.getall("scope", [])
+        client_id = request.query.get("client_id")
+        failure = self._injected_failure()
+        if failure is not None:
+            self.requests.append(TokenRequest(None, service, scopes, [], failure, None, client_id))
+            return _error(failure, "INJECTED", f"token server says {failure}")
+        ok, user = self._authenticate(request.headers.get("Authorization"))
+        if not ok:
+            self.requests.append(TokenRequest(None, service, scopes, [], 401, None, client_id))
+            return web.json_response(
+                {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]},
+                status=401,
+                headers={"WWW-Authenticate": 'Basic realm="test-token-server"'},
+            )
+        granted = self._grant(user, scopes)
+        token = self.issue(user, granted)
+        self.requests.append(TokenRequest(user, service, scopes, granted, 200, None, client_id))
+        return web.json_response(self._body(token, oauth=False))
+
+    async def _handle_oauth(self, request: web.Request) -> web.Response:
+        """The OAuth2 token endpoint (RFC 6749 §6 refresh, §4.3 password), as docker calls it."""
+        self.token_requests += 1
+        form = await request.post()
+        grant_type = str(form.get("grant_type", "")) or None
+        service = _opt(form.get("service"))
+        client_id = _opt(form.get("client_id"))
+        scopes = [str(s) for s in form.getall("scope", [])]
+
+        def record(user: str | None, granted: list[dict[str, Any]], status: int) -> None:
+            self.requests.append(TokenRequest(user, service, scopes, granted, status, grant_type, client_id))
+
+        failure = self._injected_failure()
+        if failure is not None:
+            record(None, [], failure)
+            return _error(failure, "INJECTED", f"token server says {failure}")
+        user: str | None = None
+        if grant_type == "refresh_token":
+            user = self.refresh_tokens.get(str(form.get("refresh_token", "")))
+        elif grant_type == "password":
+            name, password = str(form.get("username", "")), str(form.get("password", ""))
+            if name in self.users and secrets.compare_digest(self.users[name], password):
+                user = name
+        else:
+            record(None, [], 400)
+            return web.json_response({"error": "unsupported_grant_type"}, status=400)
+        if user is None:
+            record(None, [], 401)
+            return web.json_response(
+                {"error": "invalid_grant", "error_description": "unknown refresh token or credentials"},
+                status=401,
+            )
+        granted = self._grant(user, scopes)
+        body = self._body(self.issue(user, granted), oauth=True)
+        body["scope"] = " ".join(scopes)
+        if form.get("access_type") == "offline":
+            refresh = secrets.token_urlsafe(24)
+            self.refresh_tokens[refresh] = user
+            body["refresh_token"] = refresh
+        record(user, granted, 200)
         return web.json_response(body)
+
+
+def _opt(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"errors": [{"code": code, "message": message}]}, status=status)
 
 
 def start_token_server(**kwargs: Any) -> TokenServer:

@@ -63,7 +63,7 @@ def run_tool(
 # --------------------------------------------------------------------------
 
 
-def _mounts_under(*dirs: Path) -> list[str]:
+def mounts_under(*dirs: Path) -> list[str]:
     """Mount points at or below `dirs`, deepest first."""
     prefixes = [str(d.resolve()) for d in dirs]
     found = []
@@ -86,20 +86,20 @@ class Podman:
         self.workdir = workdir
         self.root = workdir / "root"
         self.tmp = workdir / "tmp"
-        self.run = workdir / "run"
+        self.runroot = workdir / "run"
         self._short_run: str | None = None
-        if len(str(self.run)) >= 50:
+        if len(str(self.runroot)) >= 50:
             # podman refuses a runroot of 50+ characters (pytest tmp paths are
             # longer); the runroot only holds transient state, so put it in /tmp.
             self._short_run = tempfile.mkdtemp(prefix="podrun-", dir="/tmp")
-            self.run = Path(self._short_run)
-        for d in (self.root, self.run, self.tmp):
+            self.runroot = Path(self._short_run)
+        for d in (self.root, self.runroot, self.tmp):
             d.mkdir(parents=True, exist_ok=True)
         self.driver = storage_driver or os.environ.get("OCCYSTRAP_TEST_PODMAN_DRIVER", "overlay")
         conf = workdir / "containers.conf"
         conf.write_text(_CONTAINERS_CONF.format(tmp=self.tmp))
         storage = workdir / "storage.conf"
-        storage.write_text(_STORAGE_CONF.format(driver=self.driver, root=self.root, run=self.run))
+        storage.write_text(_STORAGE_CONF.format(driver=self.driver, root=self.root, run=self.runroot))
         registries = workdir / "registries.conf"
         registries.write_text("unqualified-search-registries = []\n")  # no short-name lookups
         self.env = {
@@ -113,7 +113,7 @@ class Podman:
         """Undo leftovers: mounts under our storage and the out-of-workdir runroot."""
         # A failed `podman load` leaves graphroot/overlay bind-mounted, which
         # would make deleting the tmp dir fail with EBUSY.
-        for mount_point in _mounts_under(self.root, self.run):
+        for mount_point in mounts_under(self.root, self.runroot):
             subprocess.run(["umount", "-l", mount_point], capture_output=True, check=False)
         if self._short_run is not None:
             shutil.rmtree(self._short_run, ignore_errors=True)
@@ -131,7 +131,7 @@ class Podman:
         cmd = [
             "podman",
             "--root", str(self.root),
-            "--runroot", str(self.run),
+            "--runroot", str(self.runroot),
             "--tmpdir", str(self.tmp / "libpod"),
             "--storage-driver", self.driver,
             "--events-backend", "file",
@@ -159,9 +159,14 @@ class Podman:
         result: list[dict[str, Any]] = json.loads(self("images", "--format", "json").stdout)
         return result
 
-    def run_container(self, image: str, *cmd: str) -> str:
-        """`podman run --rm IMAGE CMD...`; returns stdout."""
-        return self("run", "--rm", "--network", "none", image, *cmd).stdout
+    def run(self, image: str, *cmd: str, options: tuple[str, ...] = ()) -> str:
+        """`podman run --rm --network none [OPTIONS] IMAGE CMD...`; returns stdout.
+
+        Runs with runc, cgroupfs and the ulimits of containers.conf above (see MACHINE-NOTES).
+        """
+        return self("run", "--rm", "--network", "none", *options, image, *cmd).stdout
+
+    run_container = run  # the earlier name
 
 
 def podman_load(tar: Path, workdir: Path) -> list[dict[str, Any]]:

@@ -60,6 +60,12 @@ class Credentials:
     username: str
     password: str
 
+    @property
+    def identity_token(self) -> str | None:
+        """An OAuth2 refresh token (docker's `identitytoken`, or a helper's `<token>` user):
+        exchanged for access tokens with the refresh-token grant, never sent as Basic auth."""
+        return self.password if self.username == IDENTITY_USER else None
+
     def basic_header(self) -> str:
         raw = f"{self.username}:{self.password}".encode()
         return "Basic " + base64.b64encode(raw).decode()
@@ -67,6 +73,10 @@ class Credentials:
     def __repr__(self) -> str:
         # Never let a password reach a log or traceback through repr().
         return f"Credentials(username={self.username!r}, password=<hidden>)"
+
+
+# The user name docker and credential helpers give an identity token (OAuth2 refresh token).
+IDENTITY_USER = "<token>"
 
 
 def _config_keys(registry: str) -> list[str]:
@@ -122,6 +132,8 @@ def from_docker_config(registry: str, path: Path | None = None) -> Credentials |
         entry = auths.get(key)
         if not isinstance(entry, dict):
             continue
+        if isinstance(entry.get("identitytoken"), str) and entry["identitytoken"]:
+            return Credentials(IDENTITY_USER, entry["identitytoken"])
         if entry.get("auth"):
             try:
                 user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")

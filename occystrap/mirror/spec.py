@@ -29,7 +29,7 @@ import yaml
 
 from occystrap import reference
 from occystrap.errors import BadReferenceError, ManifestError, UsageError
-from occystrap.model import Platform
+from occystrap.platform import Platform
 from occystrap.reference import Reference
 
 ALL = "all"

@@ -1,0 +1,169 @@
+"""mirror: many images, tags and platforms into one destination in one run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from occystrap.commands.common import Context, client_options, registry_options, wrap_errors
+from occystrap.commands.common import run as run_command
+from occystrap.errors import UsageError
+from occystrap.events import Info, RunStarted, Warning_
+from occystrap.sources.base import Source
+
+
+@click.command("mirror")
+@click.argument("paths", nargs=-1, required=True, metavar="[SPEC.yaml] DEST")
+@click.option(
+    "--image",
+    "image_refs",
+    multiple=True,
+    metavar="REF[:TAG]",
+    help="Mirror this image too (repeatable); alone, no spec file is needed.",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Resolve everything, print what would be fetched, write nothing."
+)
+@click.option(
+    "--locked",
+    is_flag=True,
+    help="Fetch exactly the digests the lock file names (DEST/occystrap.lock, or DEST.lock for a .tar).",
+)
+@click.option("--keep-going", is_flag=True, help="Mirror the other images when one fails; exit non-zero.")
+@click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the plan as one JSON document.")
+@registry_options
+@wrap_errors
+def mirror_cmd(
+    paths: tuple[str, ...],
+    image_refs: tuple[str, ...],
+    dry_run: bool,
+    locked: bool,
+    keep_going: bool,
+    as_json: bool,
+    **opts: Any,
+) -> None:
+    """Mirror many images, tags and platforms into DEST in one run.
+
+    DEST ending in .tar is one bundle tarball (docker/podman load it, every tag
+    included); anything else is a merged directory: blobs stored once,
+    catalog.json, and a multi-image OCI layout. Blobs shared between images are
+    fetched once; blobs DEST already holds are not fetched again. A lock file
+    ({image: {tag: {platform: digest}}}) is written beside the result. Each
+    image's tags are reported as new, updated or unchanged in DEST.
+
+    \b
+    SPEC.yaml:
+      images:
+        - name: 127.0.0.1:5000/team/app
+          tags: [v1, v2]            # explicit tags
+          include: ['^v1\\.']        # regexes over the registry's tag list
+          exclude: ['-rc']
+          latest: 3                 # newest N by semver of the filtered tags
+          digests: ['sha256:...']   # pinned
+          platforms: all            # or [linux/amd64, linux/arm64]
+
+    \b
+    Examples:
+      occystrap mirror images.yaml mirror/
+      occystrap mirror images.yaml bundle.tar
+      occystrap mirror --image busybox:1.36 --image alpine:3.20 mirror/
+      occystrap mirror --dry-run images.yaml mirror/
+      occystrap mirror --dry-run --json images.yaml mirror/ | jq .fetch
+      occystrap mirror --locked mirror/          # replay mirror/occystrap.lock
+    """
+    if len(paths) > 2:
+        raise UsageError("expected [SPEC.yaml] DEST")
+    dest = Path(paths[-1])
+    spec_path = Path(paths[0]) if len(paths) == 2 else None
+    from occystrap.mirror import lockfile, spec
+
+    lock_file = lockfile.lock_path(dest)
+    lock: lockfile.Lock = {}
+    wanted: spec.MirrorSpec | None = None
+    if locked:
+        if spec_path or image_refs:
+            raise UsageError("--locked replays the lock file; give only DEST")
+        lock = lockfile.read_lock(lock_file)
+    else:
+        if spec_path is None and not image_refs:
+            raise UsageError("give a SPEC.yaml, --image REF, or --locked")
+        parts: list[spec.ImageSpec] = []
+        registries: dict[str, spec.RegistrySettings] = {}
+        if spec_path is not None:
+            loaded = spec.load(spec_path)
+            parts.extend(loaded.images)
+            registries = loaded.registries
+        parts.extend(spec.from_refs(image_refs).images)
+        wanted = spec.MirrorSpec(tuple(parts), registries)
+    if as_json and not dry_run:
+        raise UsageError("--json prints the plan of a --dry-run; add --dry-run")
+    if dry_run:
+        opts["quiet"] = True  # the plan goes to stdout; there is no transfer to show
+    if lockfile.is_tarball(dest) and dest.is_dir():
+        raise UsageError(f"{dest} is a directory")
+    if not lockfile.is_tarball(dest) and dest.exists() and not dest.is_dir():
+        raise UsageError(f"{dest} exists and is not a directory")
+
+    async def body(ctx: Context) -> None:
+        from occystrap.mirror import changes, dryrun, plan, run
+        from occystrap.sources.registry import RegistrySource
+
+        # Everything for the user goes through the reporter while the live display runs.
+        reporter = ctx.reporter
+        names = [s.name for s in wanted.images] if wanted is not None else sorted(lock)
+        reporter.emit(RunStarted(tuple(names), str(dest)))
+        source = await _planning_source(ctx, RegistrySource(await ctx.client()), dest)
+        planner = plan.Planner(source, ctx.platform, ctx.engine.limits.resolves)
+        if wanted is not None:
+            result = await plan.plan(planner, wanted, keep_going, reporter)
+        else:
+            result = await plan.plan_from_lock(planner, lock, keep_going, reporter)
+        if dry_run:
+            if as_json:
+                click.echo(json.dumps(dryrun.dry_run_json(result, dest), indent=2))
+            else:
+                for line in dryrun.dry_run_report(result, dest):
+                    click.echo(line)
+        else:
+            found = changes.changes(result, changes.held_manifests(dest), lockfile.is_tarball(dest))
+            whole = lockfile.is_tarball(dest)
+            await run.fetch(
+                ctx.engine, source, result, lambda: run.local_sink(dest, ctx.platform), keep_going, whole
+            )
+            if not locked:
+                lockfile.write_lock(lock_file, result.lock(), result.failures)
+            for line in changes.change_lines(result, found):
+                reporter.emit(Info(line))
+            tags = {(p.source, p.key) for p in result.items}
+            reporter.emit(Info(f"mirrored {len(tags)} tag(s), {len(result.items)} image(s) into {dest}"))
+        if result.failures:
+            for name, why in sorted(result.failures.items()):
+                reporter.emit(Warning_(f"failed: {name}: {why}"))
+            raise run.MirrorFailedError(run.failure_message(result.failures))
+
+    settings = wanted.registries if wanted is not None else {}
+    options = client_options(
+        opts,
+        {
+            "credentials": {h: (s.username, s.password or "") for h, s in settings.items() if s.username},
+            "insecure": frozenset(h for h, s in settings.items() if s.insecure),
+        },
+    )
+    run_command(opts, body, options)
+
+
+async def _planning_source(ctx: Context, source: Source, dest: Path) -> Source:
+    """Configs a merged directory DEST already holds are read from it, not fetched again."""
+    from occystrap.mirror.lockfile import is_tarball
+
+    if is_tarball(dest) or not (dest / "index.json").is_file():
+        return source
+    from occystrap.layout.reader import LayoutReader
+    from occystrap.sources.localfirst import LocalFirst
+
+    held = LayoutReader.open(dest)
+    ctx.stack.callback(held.close)
+    return LocalFirst(source, held)

@@ -1,0 +1,152 @@
+"""Run totals every reporter keeps for the overall row and the final summary."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from occystrap.events import (
+    BlobDone,
+    BlobProgress,
+    BlobQueued,
+    BlobRetry,
+    BlobSkipped,
+    CommitStarted,
+    Event,
+    ImageCommitted,
+    ImageResolved,
+    ManifestPushed,
+    RunStarted,
+    Warning_,
+)
+from occystrap.ui.units import human, plural, rate
+
+Clock = Callable[[], float]
+
+# Why a blob needed no transfer, as the plain lines and the summary say it.
+SKIP_REASONS = {
+    "present": "already present",
+    "shared": "shared with another image",
+    "mounted": "mounted from another repository",
+}
+
+
+class Stats:
+    """Run totals every reporter keeps for the overall row and the final summary."""
+
+    def __init__(self, clock: Clock = time.monotonic) -> None:
+        self.clock = clock
+        self.started = clock()
+        self.ended: float | None = None
+        self.images_requested = 0
+        self.images_resolved = 0
+        self.images_committed = 0
+        self.referenced_blobs = 0
+        self.referenced_bytes = 0
+        self.queued_blobs = 0
+        self.queued_bytes = 0
+        self.fetched_blobs = 0
+        self.fetched_bytes = 0
+        self.reused_blobs = 0
+        self.reused_bytes = 0
+        self.present_blobs = 0
+        self.shared_blobs = 0
+        self.received_bytes = 0  # bytes of fetched blobs so far, finished or not
+        self.retries = 0
+        self.warnings = 0
+        self.writing = False
+        self.uploading = False  # the destination is a registry: blobs are pushed, not fetched
+        self.mounted_blobs = 0
+        self.manifests_pushed = 0
+        self.tags_written = 0
+        self._received: dict[str, int] = {}
+
+    @property
+    def images_total(self) -> int:
+        return max(self.images_requested, self.images_resolved, self.images_committed)
+
+    @property
+    def referenced(self) -> int:
+        """Bytes of every layer of every image; fetched + reused when images were not announced."""
+        return max(self.referenced_bytes, self.fetched_bytes + self.reused_bytes)
+
+    @property
+    def elapsed(self) -> float:
+        end = self.ended if self.ended is not None else self.clock()
+        return max(end - self.started, 0.0)
+
+    @property
+    def throughput(self) -> float:
+        return self.fetched_bytes / max(self.elapsed, 1e-3)
+
+    def update(self, event: Event) -> None:
+        if isinstance(event, BlobProgress):
+            before = self._received.get(event.digest, 0)
+            self._received[event.digest] = event.done
+            self.received_bytes += event.done - before
+        elif isinstance(event, BlobDone):
+            self.fetched_blobs += 1
+            self.fetched_bytes += event.size
+            self.received_bytes += event.size - self._received.pop(event.digest, 0)
+        elif isinstance(event, BlobQueued):
+            self.queued_blobs += 1
+            self.queued_bytes += event.size
+        elif isinstance(event, BlobSkipped):
+            self.reused_blobs += 1
+            self.reused_bytes += event.size
+            if event.reason == "shared":
+                self.shared_blobs += 1
+            elif event.reason == "mounted":
+                self.mounted_blobs += 1
+            else:
+                self.present_blobs += 1
+        elif isinstance(event, ImageResolved):
+            self.images_resolved += 1
+            self.referenced_blobs += event.blobs
+            self.referenced_bytes += event.total_bytes
+        elif isinstance(event, ImageCommitted):
+            self.images_committed += 1
+        elif isinstance(event, RunStarted):
+            self.images_requested += len(event.images)
+            self.uploading = self.uploading or event.upload
+        elif isinstance(event, ManifestPushed):
+            self.manifests_pushed += event.tag is None
+            self.tags_written += event.tag is not None
+        elif isinstance(event, CommitStarted):
+            self.writing = True
+        elif isinstance(event, BlobRetry):
+            self.retries += 1
+        elif isinstance(event, Warning_):
+            self.warnings += 1
+
+    def finish(self) -> None:
+        if self.ended is None:
+            self.ended = self.clock()
+
+    @property
+    def moved(self) -> str:
+        return "pushed" if self.uploading else "fetched"
+
+    def summary(self, ok: bool = True) -> str:
+        """The one line every command ends with."""
+        self.finish()
+        images = (
+            plural(self.images_committed, "image")
+            if ok and self.images_committed >= self.images_total
+            else f"{self.images_committed}/{plural(self.images_total, 'image')}"
+        )
+        head = "summary:" if ok else "summary (failed):"
+        mounted = f", {self.mounted_blobs} mounted" if self.mounted_blobs else ""
+        written = (
+            f"{plural(self.manifests_pushed, 'manifest')} and {plural(self.tags_written, 'tag')} written, "
+            if self.uploading
+            else ""
+        )
+        retries = f"{self.retries} {'retry' if self.retries == 1 else 'retries'}"
+        moved = f"{plural(self.fetched_blobs, 'blob')} {self.moved} ({human(self.fetched_bytes)})"
+        return (
+            f"{head} {images}, {moved}, "
+            f"{self.reused_blobs} reused ({human(self.reused_bytes)}{mounted}), {written}"
+            f"{human(self.referenced)} referenced, in {self.elapsed:.1f}s at "
+            f"{rate(self.throughput)}, {retries}, {plural(self.warnings, 'warning')}"
+        )
