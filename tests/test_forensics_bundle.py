@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,9 @@ from occystrap.forensics.bundle import write_bundle
 from occystrap.forensics.users import ExecUser, read_in_root, resolve_user
 from tests.conftest import require_tool
 from tests.support import images
+from tests.support.images import BuiltImage
+from tests.support.runnable import RUNNABLE_DEFAULT_OUTPUT
+from tests.support.runtime import run_bundle
 from tests.support.validators import run_tool, umoci_unpack
 from tests.test_forensics_support import (
     GROUP,
@@ -55,18 +56,13 @@ def _bundle(stored: Stored, dest: Path, **options: Any) -> dict[str, Any]:
     return doc
 
 
-def test_runc_runs_the_bundle_as_the_images_user(tmp_path: Path) -> None:
-    runc = require_tool("runc")
+def test_runc_runs_the_bundle_as_the_images_user(tmp_path: Path, runc: str) -> None:
     stored = _runnable(tmp_path)
     _bundle(stored, tmp_path / "bundle")
-    state, name = tmp_path / "runc-state", f"occy-{uuid.uuid4().hex[:12]}"
-    try:
-        proc = run_tool(
-            [runc, "--root", str(state), "run", "-b", str(tmp_path / "bundle"), name], timeout=120
-        )
-    finally:
-        subprocess.run([runc, "--root", str(state), "delete", "-f", name], capture_output=True, check=False)
-    assert proc.stdout.splitlines() == [
+    # As written: terminal false, no console socket needed. run_bundle always `delete -f`s.
+    code, out, err = run_bundle(tmp_path / "bundle", detach_tty=False)
+    assert code == 0, err
+    assert out.splitlines() == [
         HELLO.decode().strip(),
         "1234",
         "2345",
@@ -74,6 +70,15 @@ def test_runc_runs_the_bundle_as_the_images_user(tmp_path: Path) -> None:
         "/home/app /data",
         "gone",
     ]
+
+
+def test_the_shared_runnable_image_runs_from_our_bundle(
+    tmp_path: Path, runc: str, runnable_image: BuiltImage
+) -> None:
+    stored = store(tmp_path / "image", runnable_image)
+    _bundle(stored, tmp_path / "bundle")
+    code, out, err = run_bundle(tmp_path / "bundle", detach_tty=False)
+    assert (code, out) == (0, RUNNABLE_DEFAULT_OUTPUT), err
 
 
 def test_bundle_matches_umoci_unpack(tmp_path: Path, umoci: str) -> None:

@@ -276,14 +276,15 @@ def static_busybox() -> bytes:
     import pytest
 
     from tests.conftest import require_tool
+    from tests.support.runnable import NoStaticBusybox, host_busybox
 
-    data = Path(require_tool("busybox")).resolve().read_bytes()
-    if b"ld-linux" in data[:8192]:  # a dynamic ELF names its loader near the start
-        msg = "busybox is dynamically linked (apt-get install busybox-static)"
+    require_tool("busybox")
+    try:
+        return host_busybox()
+    except NoStaticBusybox as exc:
         if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return data
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
 
 
 def runnable_layers(busybox: bytes) -> list[list[Entry]]:

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from occystrap.errors import NotFoundError
+from occystrap.errors import ManifestError, NotFoundError
 from occystrap.model import Image
-from occystrap.verify import BlobCheck
+from occystrap.streamcheck import BlobCheck
 
 # Large steps: hashlib and the decoders release the GIL only on large buffers, and tarfile's
 # own reads are small, so a C-level buffer sits between them.
@@ -39,10 +39,12 @@ OpenLayer = Callable[[LayerRef], AbstractContextManager[BinaryIO]]
 
 def layer_refs(image: Image) -> list[LayerRef]:
     """The image's layers, bottom first, as forensics addresses them."""
-    return [
-        LayerRef(i, layer.descriptor.digest, layer.diff_id, layer.descriptor.size)
-        for i, layer in enumerate(image.layers)
-    ]
+    refs = []
+    for i, layer in enumerate(image.layers):
+        if layer.diff_id is None:  # an Image's layers all have one; an Artifact's blobs do not
+            raise ManifestError(f"{image.reference}: layer {i} has no diff_id, so it cannot be unpacked")
+        refs.append(LayerRef(i, layer.descriptor.digest, layer.diff_id, layer.descriptor.size))
+    return refs
 
 
 def drain(stream: BinaryIO) -> None:
