@@ -7,6 +7,7 @@ import io
 import os
 import tarfile
 import tracemalloc
+import uuid
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from occystrap.forensics.export import export_rootfs
 from occystrap.forensics.files import file_table
 from tests.conftest import require_tool
 from tests.support import images
+from tests.support.dockerd import DockerDaemon
 from tests.support.images import directory, file, hardlink, opaque, symlink, whiteout
 from tests.support.validators import Podman, run_tool, umoci_unpack
 from tests.test_forensics_support import (
@@ -192,6 +194,18 @@ def test_podman_imports_the_export_and_runs_it(tmp_path: Path, podman: Podman) -
         "localhost/forensics/exported:v1", "/bin/sh", "-c", "cat /data/hello.txt; ls /data"
     )
     assert out == HELLO.decode() + "hello.txt\n"
+
+
+def test_docker_imports_the_export_and_runs_it(tmp_path: Path, docker: DockerDaemon) -> None:
+    stored = store(tmp_path, runnable_layers(static_busybox()))
+    archive = _export(stored, tmp_path)
+    tag = f"forensics-exported:{uuid.uuid4().hex[:8]}"
+    docker("import", str(archive), tag)
+    try:
+        out = docker.run(tag, "/bin/sh", "-c", "cat /data/hello.txt; ls /data; stat -c %u:%g /home/app")
+    finally:
+        docker.rmi(tag)
+    assert out == HELLO.decode() + "hello.txt\n1234:2345\n"
 
 
 # -- differential: random layer stacks against expand.py's TreeWriter --------------------------
