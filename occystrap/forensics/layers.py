@@ -1,0 +1,120 @@
+"""The one way forensics reads a layer: a context manager over its plain tar bytes.
+
+Verification rides along with the read (as everywhere in occystrap): the blob's digest and
+size and the uncompressed diff_id are checked while the bytes stream, and the verdict comes
+when the context is left. So every consumer reads each layer to its end; `drain` is how.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from occystrap.errors import ManifestError, NotFoundError
+from occystrap.model import Image
+from occystrap.streamcheck import BlobCheck
+
+# Large steps: hashlib and the decoders release the GIL only on large buffers, and tarfile's
+# own reads are small, so a C-level buffer sits between them.
+CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class LayerRef:
+    index: int  # 0 = bottom layer
+    digest: str  # the layer blob's digest (sha256:…)
+    diff_id: str
+    size: int  # blob size
+
+
+# A context manager yielding the layer's plain (uncompressed) tar bytes as a binary stream.
+# Reading to EOF and leaving the context verifies digest and diff_id (IntegrityError on
+# mismatch), so consumers must read every layer to its end.
+OpenLayer = Callable[[LayerRef], AbstractContextManager[BinaryIO]]
+
+
+def layer_refs(image: Image) -> list[LayerRef]:
+    """The image's layers, bottom first, as forensics addresses them."""
+    refs = []
+    for i, layer in enumerate(image.layers):
+        if layer.diff_id is None:  # an Image's layers all have one; an Artifact's blobs do not
+            raise ManifestError(f"{image.reference}: layer {i} has no diff_id, so it cannot be unpacked")
+        refs.append(LayerRef(i, layer.descriptor.digest, layer.diff_id, layer.descriptor.size))
+    return refs
+
+
+def drain(stream: BinaryIO) -> None:
+    """Read what a consumer left (tar padding, trailing blocks) so the digest check sees it."""
+    while stream.read(CHUNK):
+        pass
+
+
+class _VerifiedPlain(io.RawIOBase):
+    """Plain bytes of one stored blob, fed through a BlobCheck as they are read."""
+
+    def __init__(self, raw: BinaryIO, check: BlobCheck) -> None:
+        self._raw = raw
+        self._check = check
+        self._buf = b""
+        self._pos = 0
+        self._decoder_holds_more = False
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: bytearray | memoryview) -> int:  # type: ignore[override]
+        while self._pos >= len(self._buf) and not self._eof:
+            self._step()
+        n = min(len(target), len(self._buf) - self._pos)
+        target[:n] = self._buf[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+    def _step(self) -> None:
+        if self._decoder_holds_more:
+            out, consumed = self._check.inflate(b"", CHUNK)
+        else:
+            data = self._raw.read(CHUNK)
+            if not data:
+                self._eof = True
+                return
+            self._check.feed_raw(data)
+            # Bounded output per step, so a decompression bomb cannot fill memory.
+            out, consumed = self._check.inflate(data, CHUNK)
+        self._decoder_holds_more = not consumed
+        self._check.feed_plain(out)
+        self._buf = b"".join(out)
+        self._pos = 0
+
+
+def open_blob_file(paths: Mapping[str, Path]) -> OpenLayer:
+    """OpenLayer over stored blob files (gzip, zstd or plain, told apart by magic bytes).
+
+    `paths` maps a layer's blob digest to its file. Leaving the context normally drains what
+    the consumer left and checks size, digest and diff_id (IntegrityError); leaving it by an
+    exception skips the check, since the read was abandoned anyway.
+    """
+
+    @contextmanager
+    def open_layer(ref: LayerRef) -> Iterator[BinaryIO]:
+        path = paths.get(ref.digest)
+        if path is None:
+            raise NotFoundError(f"no stored blob for layer {ref.index} ({ref.digest})")
+        check = BlobCheck(ref.digest, ref.size, ref.diff_id, raw_out=None, plain_out=None)
+        with open(path, "rb") as raw:
+            stream = io.BufferedReader(_VerifiedPlain(raw, check), CHUNK)
+            yield stream
+            drain(stream)
+            check.finish()
+
+    return open_layer
+
+
+def blob_paths(directory: Path, refs: Sequence[LayerRef]) -> dict[str, Path]:
+    """digest -> file for blobs stored as DIRECTORY/<hex> (the OCI layout's blobs/sha256)."""
+    return {ref.digest: directory / ref.digest.partition(":")[2] for ref in refs}
