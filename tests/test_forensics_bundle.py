@@ -15,11 +15,7 @@ from occystrap.forensics.bundle import write_bundle
 from occystrap.forensics.users import ExecUser, read_in_root, resolve_user
 from tests.conftest import require_tool
 from tests.support import images
-from tests.support.images import BuiltImage
-from tests.support.runnable import RUNNABLE_DEFAULT_OUTPUT
-from tests.support.runtime import run_bundle
-from tests.support.validators import run_tool, umoci_unpack
-from tests.test_forensics_support import (
+from tests.support.forensics import (
     GROUP,
     HELLO,
     PASSWD,
@@ -30,6 +26,10 @@ from tests.test_forensics_support import (
     store,
     tree,
 )
+from tests.support.images import BuiltImage
+from tests.support.runnable import RUNNABLE_DEFAULT_OUTPUT
+from tests.support.runtime import run_bundle
+from tests.support.validators import run_tool, umoci_unpack
 
 SCRIPT = 'cat hello.txt; id -u; id -g; id -G; echo "$HOME $PWD"; test -e secret && echo LEAK || echo gone'
 RUN_CONFIG: dict[str, Any] = {

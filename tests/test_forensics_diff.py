@@ -7,8 +7,8 @@ from pathlib import Path
 
 from occystrap.forensics.diff import ImageSide, config_diff, diff_images
 from tests.support import images
+from tests.support.forensics import Stored, store
 from tests.support.images import directory, file, hardlink, symlink, whiteout
-from tests.test_forensics_support import Stored, store
 
 BASE0 = [
     directory("etc"),

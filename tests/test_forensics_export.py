@@ -21,9 +21,7 @@ from occystrap.forensics.files import file_table
 from tests.conftest import require_tool
 from tests.support import images
 from tests.support.dockerd import DockerDaemon
-from tests.support.images import directory, file, hardlink, opaque, symlink, whiteout
-from tests.support.validators import Podman, run_tool, umoci_unpack
-from tests.test_forensics_support import (
+from tests.support.forensics import (
     HELLO,
     RICH_HARDLINK_GROUPS,
     Stored,
@@ -39,6 +37,8 @@ from tests.test_forensics_support import (
     store,
     tree,
 )
+from tests.support.images import directory, file, hardlink, opaque, symlink, whiteout
+from tests.support.validators import Podman, run_tool, umoci_unpack
 
 
 def _export(stored: Stored, dest: Path) -> Path:

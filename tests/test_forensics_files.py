@@ -16,8 +16,8 @@ from occystrap.forensics.history import Merger, PathRecord, Version
 from occystrap.forensics.layers import LayerRef, open_blob_file
 from occystrap.forensics.members import Member
 from tests.support import images
+from tests.support.forensics import rich_layers, special_layer, store
 from tests.support.images import directory, file, opaque, whiteout
-from tests.test_forensics_support import rich_layers, special_layer, store
 
 
 def _final_as_model(final: dict[str, Version]) -> dict[str, tuple[str, str, int, int, str | None]]:

@@ -16,8 +16,8 @@ from occystrap.forensics.diff import ImageSide, diff_images
 from occystrap.forensics.export import export_rootfs
 from occystrap.forensics.files import file_table
 from occystrap.forensics.search import Query, search
+from tests.support.forensics import HOSTILE, Stored, hostile_layers, store
 from tests.support.images import file
-from tests.test_forensics_support import HOSTILE, Stored, hostile_layers, store
 
 
 def _files(s: Stored, tmp: Path) -> None:

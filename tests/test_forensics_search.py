@@ -15,8 +15,8 @@ from occystrap.errors import UsageError
 from occystrap.forensics import grep
 from occystrap.forensics.search import Query, search
 from tests.support import images
+from tests.support.forensics import Stored, store
 from tests.support.images import directory, file, whiteout
-from tests.test_forensics_support import Stored, store
 
 
 def _secret_layers() -> list[list[images.Entry]]:
