@@ -42,6 +42,9 @@ from occystrap.sources.base import Source
     help="The lock file to write (with --locked: to replay); default DEST/occystrap.lock or DEST.lock.",
 )
 @placement_options
+@click.option(
+    "--referrers", is_flag=True, help="Also carry what refers to each image: signatures, attestations, SBOMs."
+)
 @registry_options
 @wrap_errors
 def mirror_cmd(
@@ -54,6 +57,7 @@ def mirror_cmd(
     lock_option: Path | None,
     keep_host: bool,
     maps: tuple[str, ...],
+    referrers: bool,
     **opts: Any,
 ) -> None:
     """Mirror many images, tags and platforms into DEST in one run.
@@ -119,12 +123,14 @@ def mirror_cmd(
             raise UsageError("give a SPEC.yaml, --image REF, or --locked")
         parts: list[spec.ImageSpec] = []
         registries: dict[str, spec.RegistrySettings] = {}
+        with_referrers = referrers
         if spec_path is not None:
             loaded = spec.load(spec_path)
             parts.extend(loaded.images)
             registries = loaded.registries
+            with_referrers = with_referrers or loaded.referrers
         parts.extend(spec.from_refs(image_refs).images)
-        wanted = spec.MirrorSpec(tuple(parts), registries)
+        wanted = spec.MirrorSpec(tuple(parts), registries, with_referrers)
     if as_json and not dry_run:
         raise UsageError("--json prints the plan of a --dry-run; add --dry-run")
     if as_json and into_registry:

@@ -13,14 +13,15 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from occystrap import reference
+from occystrap import reference, referrers
 from occystrap.concurrency import gather, library_error
+from occystrap.digest import Digest
 from occystrap.errors import ManifestError, UsageError
 from occystrap.events import NullReporter, Reporter
 from occystrap.mediatypes import INDEX_TYPES
 from occystrap.mirror.lockfile import INDEX_KEY, Lock
 from occystrap.mirror.spec import ImageSpec, MirrorSpec, select_tags
-from occystrap.model import Index, Node, with_reference
+from occystrap.model import Index, Node, walk, with_reference
 from occystrap.platform import ALL, Platform, Platforms, choose
 from occystrap.reference import Reference
 from occystrap.resolve import Resolver, resolved_event
@@ -144,6 +145,38 @@ class Planner:
         return [p for g in groups for p in g]
 
 
+def subjects(node: Node) -> list[Digest]:
+    """The manifests something may refer to: the node's, and an index's children's."""
+    return [n.manifest.digest for n in walk(node)][::-1]
+
+
+async def with_referrers(planner: Planner, planned: list[Planned], repos: set[str]) -> list[Planned]:
+    """Planned items for what refers to each planned manifest of the repositories in repos,
+    two levels deep (the signature of an attestation too)."""
+    seen = {(p.source, p.key) for p in planned}
+    tags: dict[str, list[str]] = {}
+    out: list[Planned] = []
+    frontier = [p for p in planned if p.source in repos]
+    for _ in range(2):
+
+        async def one(p: Planned, subject: str) -> list[Planned]:
+            repo = Reference(p.source_ref.registry, p.source_ref.repository)
+            if p.source not in tags:
+                async with planner.limiter:
+                    tags[p.source] = await planner.source.tags(repo)
+            found = []
+            for key in await referrers.keys(planner.source, repo, subject, tags[p.source]):
+                if (p.source, key) not in seen:
+                    seen.add((p.source, key))
+                    found += await planner.resolve_key(repo, key, ALL)
+            return found
+
+        calls = [lambda p=p, d=d: one(p, d) for p in frontier for d in subjects(p.node)]
+        frontier = [q for group in await gather(calls) for q in group]
+        out += frontier
+    return out
+
+
 def _unique(items: list[Planned]) -> list[Planned]:
     """One item per stored reference (two tags of one index share their other platforms)."""
     seen: set[str] = set()
@@ -196,7 +229,15 @@ async def plan(
     names = [n for n, _ in jobs]
     if len(set(names)) != len(names):
         raise UsageError("the spec names an image more than once; merge its entries")
-    return await _collect(jobs, keep_going, reporter or NullReporter())
+    reporter = reporter or NullReporter()
+    result = await _collect(jobs, keep_going, reporter)
+    repos = {s.name for s in spec.images if spec.wants_referrers(s)}
+    if repos:
+        extra = _unique(await with_referrers(planner, result.items, repos))
+        for p in extra:
+            reporter.emit(resolved_event(p.node))
+        result.items = sorted(result.items + extra, key=lambda p: (p.source, p.key, p.platform))
+    return result
 
 
 async def plan_from_lock(

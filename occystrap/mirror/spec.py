@@ -9,6 +9,7 @@
         latest: 3                           # newest N by semver among the (filtered) tags
         digests: ['sha256:…']               # pinned
         platforms: [linux/amd64, linux/arm64]   # or 'all'; default: --platform
+        referrers: true                     # also signatures, attestations, SBOMs of each manifest
     registries:                             # optional, per registry host
       ghcr.io: {username: me, password_env: GHCR_TOKEN}
       10.0.0.5:5000: {insecure: true}
@@ -33,7 +34,9 @@ from occystrap.platform import Platform
 from occystrap.reference import Reference
 
 ALL = "all"
-_KEYS = frozenset({"name", "tags", "include", "exclude", "range", "latest", "digests", "platforms"})
+_KEYS = frozenset(
+    {"name", "tags", "include", "exclude", "range", "latest", "digests", "platforms", "referrers"}
+)
 _REGISTRY_KEYS = frozenset({"username", "password_env", "password_file", "insecure"})
 _COMPARATOR = re.compile(r"\s*(>=|<=|>|<|=|\^|~)?\s*([^\s<>=^~]+)")
 Key = tuple[int, int, int, int, tuple[tuple[int, int | str], ...]]
@@ -56,6 +59,9 @@ class ImageSpec:
     digests: tuple[str, ...] = ()
     platforms: tuple[Platform, ...] | Literal["all"] = ()
     version_range: Range = ()
+    # Also carry what refers to each mirrored manifest (signatures, attestations, SBOMs);
+    # None: as the spec's top-level `referrers` says.
+    referrers: bool | None = None
 
     @property
     def name(self) -> str:
@@ -82,6 +88,10 @@ class RegistrySettings:
 class MirrorSpec:
     images: tuple[ImageSpec, ...]
     registries: dict[str, RegistrySettings] = field(default_factory=dict)
+    referrers: bool = False
+
+    def wants_referrers(self, image: ImageSpec) -> bool:
+        return self.referrers if image.referrers is None else image.referrers
 
 
 # --- tag selection -----------------------------------------------------------
@@ -192,14 +202,22 @@ def parse(text: str, where: str = "spec") -> MirrorSpec:
         raise ManifestError(f"{where}: not valid YAML: {exc}") from None
     if not isinstance(doc, dict) or "images" not in doc:
         raise ManifestError(f"{where}: expected a mapping with an 'images' list at the top")
-    unknown = sorted(str(k) for k in doc if k not in ("images", "registries"))
+    unknown = sorted(str(k) for k in doc if k not in ("images", "registries", "referrers"))
     if unknown:
         raise ManifestError(f"{where}: unknown top-level key(s): {', '.join(unknown)}")
     raw = doc["images"]
     if not isinstance(raw, list) or not raw:
         raise ManifestError(f"{where}: 'images' must be a non-empty list")
     images = tuple(_image(item, f"{where}: images[{i}]") for i, item in enumerate(raw))
-    return MirrorSpec(images, _registries(doc.get("registries"), f"{where}: registries"))
+    registries = _registries(doc.get("registries"), f"{where}: registries")
+    return MirrorSpec(images, registries, _flag(doc, "referrers", where) or False)
+
+
+def _flag(item: dict[Any, Any], key: str, where: str) -> bool | None:
+    value = item.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise ManifestError(f"{where}: '{key}' must be true or false")
+    return value
 
 
 def _registries(raw: Any, where: str) -> dict[str, RegistrySettings]:
@@ -228,9 +246,7 @@ def _registries(raw: Any, where: str) -> dict[str, RegistrySettings]:
             raise ManifestError(f"{here}: 'username' must be a string")
         if password is not None and username is None:
             raise ManifestError(f"{here}: a password needs a 'username'")
-        insecure = item.get("insecure", False)
-        if not isinstance(insecure, bool):
-            raise ManifestError(f"{here}: 'insecure' must be true or false")
+        insecure = _flag(item, "insecure", here) or False
         registry = reference.parse(f"{host}/x").registry
         out[registry] = RegistrySettings(username, password, insecure)
     return out
@@ -316,6 +332,7 @@ def _image(item: Any, where: str) -> ImageSpec:
         digests=tuple(dict.fromkeys(digests)),
         platforms=_platforms(item.get("platforms"), where),
         version_range=version_range,
+        referrers=_flag(item, "referrers", where),
     )
 
 

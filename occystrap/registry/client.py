@@ -12,14 +12,14 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from occystrap import digest as digests
 from occystrap.digest import Digest
 from occystrap.errors import IntegrityError, ManifestError, NotFoundError, TransferError
 from occystrap.events import NullReporter, Reporter
-from occystrap.mediatypes import ACCEPT, MAX_MANIFEST_BYTES
-from occystrap.model import Descriptor, check_media_type, load_json, media_type_of
+from occystrap.mediatypes import ACCEPT, MAX_MANIFEST_BYTES, OCI_INDEX
+from occystrap.model import Descriptor, check_media_type, load_json, media_type_of, parse_index
 from occystrap.reference import Reference
 from occystrap.registry.authflow import Authenticator, HostState, scope_for
 from occystrap.registry.options import ClientOptions
@@ -187,6 +187,31 @@ class RegistryClient:
         doc = load_json(body, f"tag list of {ref.full_name}")
         page = doc.get("tags") if isinstance(doc, dict) else None
         return [t for t in page or [] if isinstance(t, str)], next_page(link)
+
+    async def referrers(
+        self, ref: Reference, digest: str, artifact_type: str | None = None
+    ) -> list[Descriptor] | None:
+        """What refers to digest, by the OCI 1.1 referrers API; None where the registry has no
+        such API (distribution 2.8 answers 404): then the tag schema is the way."""
+        path = f"/v2/{ref.repository}/referrers/{digest}"
+        if artifact_type:
+            path += "?" + urlencode({"artifactType": artifact_type})
+
+        async def once() -> list[Descriptor] | None:
+            async with self.request("GET", ref, path, {"Accept": OCI_INDEX}) as resp:
+                if resp.status in (404, 405, 400):
+                    return None
+                if resp.status != 200:
+                    raise TransferError(f"GET {path} on {ref.registry}: HTTP {resp.status}")
+                body = await _read_capped(resp, f"referrers of {digest}")
+                filtered = "artifactType" in resp.headers.get("OCI-Filters-Applied", "")
+            found = parse_index(body, f"referrers of {ref.full_name}@{digest}")
+            if artifact_type and not filtered:
+                found = [d for d in found if d.artifact_type == artifact_type]
+            return found
+
+        result: list[Descriptor] | None = await self.retry.run(once, f"{self.base_url(ref)}{path}")
+        return result
 
     # --- blobs -------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from occystrap.digest import Digest
 from occystrap.model import Descriptor
@@ -44,3 +44,12 @@ class Source(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class HasReferrers(Protocol):
+    """A source that can say what refers to a manifest (the OCI 1.1 referrers API)."""
+
+    async def referrers(self, ref: Reference, digest: str) -> list[Descriptor] | None:
+        """The referrers' descriptors; None when the source has no such API."""
+        ...

@@ -25,6 +25,9 @@ class RegistrySource:
     def blob(self, ref: Reference, desc: Descriptor, offset: int = 0) -> AsyncIterator[bytes]:
         return self.client.blob_chunks(ref, desc, offset)
 
+    async def referrers(self, ref: Reference, digest: str) -> list[Descriptor] | None:
+        return await self.client.referrers(ref, digest)
+
     async def tags(self, ref: Reference) -> list[str]:
         return await self.client.list_tags(ref)
 
