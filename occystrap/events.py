@@ -19,6 +19,8 @@ class ImageResolved(Event):
     platform: str | None
     blobs: int
     total_bytes: int
+    kind: str = "image"  # "image", "index" (with what it lists) or "artifact" (carried, never unpacked)
+    artifact_type: str | None = None
 
 
 @dataclass(frozen=True)

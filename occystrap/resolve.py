@@ -111,7 +111,8 @@ class Resolver:
             # A single manifest is what it is, whatever platforms were asked for.
             return Resolved(top, [await self.node(ref, top)])
         entries = parse_index(top.data, str(ref))
-        if platforms == ALL:
+        if platforms == ALL or not any(e.platform and e.platform.runnable for e in entries):
+            # An index of no runnable platform (a referrers index, an artifact's) is kept whole.
             return Resolved(top, [await self.node(ref, top)], entries)
         wanted = (platforms,) if isinstance(platforms, Platform) else platforms
         chosen = pick(entries, wanted, str(ref))
@@ -149,6 +150,8 @@ def resolved_event(node: Node) -> ImageResolved:
         str(platform) if platform else None,
         len(blobs),
         sum(b.descriptor.size for b in blobs),
+        "index" if isinstance(node, Index) else "artifact" if isinstance(node, Artifact) else "image",
+        node.artifact_type if isinstance(node, Artifact) else None,
     )
 
 

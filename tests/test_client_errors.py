@@ -440,3 +440,58 @@ async def test_resume_answered_from_the_wrong_offset_is_retried(
     async with client(retries=1) as c:
         with pytest.raises(TransferError, match="resumed at byte 400, not 500"):
             await read_blob(c)
+
+
+# --- the OCI 1.1 referrers API (distribution 2.8 has none, so these are single-request paths) ---
+
+SUBJECT = "sha256:" + "cd" * 32
+REFERRERS_URL = f"{BASE}/v2/team/app/referrers/{SUBJECT}"
+
+
+def _referrers_index(*artifact_types: str) -> dict[str, Any]:
+    return {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": OCI_MANIFEST, "digest": "sha256:" + f"{i:02x}" * 32, "size": 10, "artifactType": t}
+            for i, t in enumerate(artifact_types)
+        ],
+    }
+
+
+async def test_referrers_api_answers_with_an_index(mocked: aioresponses) -> None:
+    ping_ok(mocked)
+    mocked.get(REFERRERS_URL, payload=_referrers_index("application/spdx+json", "application/vnd.dev.sig"))
+    async with client() as c:
+        found = await c.referrers(REF, SUBJECT)
+    assert found is not None and [d.artifact_type for d in found] == [
+        "application/spdx+json",
+        "application/vnd.dev.sig",
+    ]
+
+
+async def test_referrers_filter_applied_where_the_registry_did_not(mocked: aioresponses) -> None:
+    ping_ok(mocked)
+    mocked.get(
+        f"{REFERRERS_URL}?artifactType=application%2Fspdx%2Bjson",
+        payload=_referrers_index("application/spdx+json", "x/y"),
+    )
+    async with client() as c:
+        found = await c.referrers(REF, SUBJECT, "application/spdx+json")
+    assert found is not None and [d.artifact_type for d in found] == ["application/spdx+json"]
+
+
+async def test_no_referrers_api_means_the_tag_schema(mocked: aioresponses) -> None:
+    ping_ok(mocked)
+    mocked.get(REFERRERS_URL, status=404)
+    async with client() as c:
+        assert await c.referrers(REF, SUBJECT) is None
+
+
+def test_tag_schema_tags() -> None:
+    from occystrap.referrers import schema_tags
+
+    hexpart = SUBJECT[7:]
+    mine = [f"sha256-{hexpart}{suffix}" for suffix in ("", ".sig", ".att", ".sbom")]
+    tags = ["v1", *mine, f"sha256-{hexpart}.other", f"sha256-{'ef' * 32}.sig"]
+    assert schema_tags(SUBJECT, tags) == sorted(mine)

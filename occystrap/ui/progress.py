@@ -101,9 +101,14 @@ class PlainReporter(Guarded):
             return None
         if isinstance(event, ImageResolved):
             detail = f"{event.platform}, " if event.platform else ""
+            what = "layers"
+            if event.kind == "artifact":
+                detail, what = f"artifact {event.artifact_type}, {detail}", "blobs"
+            elif event.kind == "index":
+                detail = f"index, {detail}"
             return (
                 f"resolved {event.image} {event.manifest_digest}"
-                f" ({detail}{event.blobs} layers, {human(event.total_bytes)})"
+                f" ({detail}{event.blobs} {what}, {human(event.total_bytes)})"
             )
         if isinstance(event, BlobDone):
             began = self._started.pop(event.digest, None)

@@ -19,7 +19,8 @@ event           fields (besides ``event`` and ``at``)              when
 RunStarted      images [str], destination str, upload bool         before anything is resolved (upload:
                                                                    the destination is a registry)
 ImageResolved   image str, manifest_digest str, platform str|null, an image's manifest and config are
-                blobs int (layers), total_bytes int (their sizes)  known
+                blobs int (layers), total_bytes int (their sizes), known (kind "index": a whole index;
+                kind str, artifact_type str|null                   "artifact": carried, never unpacked)
 BlobQueued      digest str, size int, image str                    a layer will be fetched (once per run)
 BlobSkipped     digest str, size int, image str,                   no fetch needed: already in the
                 reason "present"|"shared"|"mounted"                destination, moved for another image
@@ -47,7 +48,7 @@ Summary         ok bool, error str|null, images int,               always the la
                 elapsed float (s), throughput float (B/s),
                 retries int, warnings int, schema int (1),
                 mounted_blobs int, manifests_pushed int,
-                tags_written int
+                tags_written int, artifacts int
 =============== ================================================== ========================================
 
 ``fetched_bytes`` is the sum of ``BlobDone.size`` (bytes pushed, when the destination is a
@@ -69,7 +70,15 @@ SCHEMA_VERSION = 1
 #: The documented keys of each event, besides "event" and "at", in output order.
 SCHEMA: dict[str, tuple[str, ...]] = {
     "RunStarted": ("images", "destination", "upload"),
-    "ImageResolved": ("image", "manifest_digest", "platform", "blobs", "total_bytes"),
+    "ImageResolved": (
+        "image",
+        "manifest_digest",
+        "platform",
+        "blobs",
+        "total_bytes",
+        "kind",
+        "artifact_type",
+    ),
     "BlobQueued": ("digest", "size", "image"),
     "BlobSkipped": ("digest", "size", "image", "reason"),
     "BlobStarted": ("digest", "size", "offset"),
@@ -100,6 +109,7 @@ SCHEMA: dict[str, tuple[str, ...]] = {
         "mounted_blobs",
         "manifests_pushed",
         "tags_written",
+        "artifacts",
     ),
 }
 
@@ -140,4 +150,5 @@ def summary(stats: Stats, at: float, ok: bool = True, error: str | None = None) 
         "mounted_blobs": stats.mounted_blobs,
         "manifests_pushed": stats.manifests_pushed,
         "tags_written": stats.tags_written,
+        "artifacts": stats.artifacts,
     }

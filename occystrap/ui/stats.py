@@ -57,6 +57,7 @@ class Stats:
         self.writing = False
         self.uploading = False  # the destination is a registry: blobs are pushed, not fetched
         self.mounted_blobs = 0
+        self.artifacts = 0  # roots resolved that are artifacts (signatures, SBOMs, charts)
         self.manifests_pushed = 0
         self.tags_written = 0
         self._received: dict[str, int] = {}
@@ -102,6 +103,7 @@ class Stats:
                 self.present_blobs += 1
         elif isinstance(event, ImageResolved):
             self.images_resolved += 1
+            self.artifacts += event.kind == "artifact"
             self.referenced_blobs += event.blobs
             self.referenced_bytes += event.total_bytes
         elif isinstance(event, ImageCommitted):
@@ -135,6 +137,8 @@ class Stats:
             if ok and self.images_committed >= self.images_total
             else f"{self.images_committed}/{plural(self.images_total, 'image')}"
         )
+        if self.artifacts:
+            images += f" ({plural(self.artifacts, 'artifact')})"
         head = "summary:" if ok else "summary (failed):"
         mounted = f", {self.mounted_blobs} mounted" if self.mounted_blobs else ""
         written = (

@@ -67,7 +67,9 @@ def catalog_entry(v: State, name: str, key: str, record: Any) -> Reference | Non
                 image_record(v, f"{where} {plat}", ref, sub, f"{label} {plat}")
             else:
                 v.problem(f"{where} {plat}", "is not an object", CATALOG)
-        manifest_file(v, where, ref, record, [p for p in platforms.values() if isinstance(p, dict)])
+        runnable = [p for p in platforms.values() if isinstance(p, dict)]
+        if runnable:  # an index of artifacts only has nothing for docker load
+            manifest_file(v, where, ref, record, runnable)
     elif kind == catalog.ARTIFACT:
         manifest(v, digest, None, record.get("media_type") or "", label)
     else:
