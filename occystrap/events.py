@@ -70,6 +70,14 @@ class BlobDone(Event):
 
 
 @dataclass(frozen=True)
+class BlobRemoved(Event):
+    """prune deleted a blob no remaining image references."""
+
+    digest: str
+    size: int
+
+
+@dataclass(frozen=True)
 class ImageCommitted(Event):
     image: str
     path: str

@@ -59,3 +59,13 @@ def settled(read: Callable[[], int], quiet: float = 0.3, limit: float = 5.0) -> 
             return value
         value = again
     return value
+
+
+def read_lock(path: Path) -> dict[str, dict[str, dict[str, str]]]:
+    """A lock file's images (format version 2: {"version": 2, "images": {...}})."""
+    import json
+
+    doc = json.loads(path.read_text())
+    assert doc["version"] == 2 and list(doc) == ["version", "images"], doc
+    images: dict[str, dict[str, dict[str, str]]] = doc["images"]
+    return images

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import fails, ok
+from tests.helpers import fails, ok, read_lock
 from tests.support import artifacts
 from tests.support.artifacts import Built
 from tests.support.images import BuiltImage
@@ -94,7 +94,7 @@ def test_referrers_travel_with_their_image(
     spec.write_text(f"referrers: true\nimages:\n  - name: {name}\n    tags: [v1]\n")
     bundle = tmp_path / "b.tar"
     ok("mirror", "-q", str(spec), str(bundle))
-    lock = json.loads((tmp_path / "b.tar.lock").read_text())[name]
+    lock = read_lock(tmp_path / "b.tar.lock")[name]
     assert set(lock) == {
         "v1",
         *(artifacts.cosign_tag(image, k) for k in ("sig", "att", "sbom")),

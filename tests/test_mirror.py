@@ -15,7 +15,7 @@ import pytest
 
 from occystrap.errors import ManifestError
 from occystrap.mirror import spec
-from tests.helpers import fails, ok
+from tests.helpers import fails, ok, read_lock
 from tests.support import images
 from tests.support.images import BuiltImage, Entry
 from tests.support.registry import Registry
@@ -151,10 +151,12 @@ def test_mirror_many_tags_shares_the_base_and_reruns_fetch_nothing(
     assert f"{repo}: 22 new (v1.0.0, v1.1.0, v1.10.0, v1.11.0, v1.12.0, +17 more)" in infos
     assert set(_catalog(dest)[repo]) == set(tags)
     assert _blob_gets(registry, base.digest) == 1
-    lock = json.loads((dest / "occystrap.lock").read_text())
+    lock = read_lock(dest / "occystrap.lock")
     assert set(lock[repo]) == set(tags)
     assert lock[repo]["v1.3.0"] == {"linux/amd64": built[3].manifest_digest}
-    assert (dest / "occystrap.lock").read_text() == json.dumps(lock, indent=2, sort_keys=True) + "\n"
+    # Version first, then every mapping sorted, one digest per line: diff-friendly and stable.
+    assert (dest / "occystrap.lock").read_text() == json.dumps({"version": 2, "images": lock}, indent=2) + "\n"
+    assert list(lock[repo]) == sorted(lock[repo])
     index = json.loads((dest / "index.json").read_text())
     assert len(index["manifests"]) == len(tags)
 
@@ -262,7 +264,7 @@ def test_platforms_all_keeps_the_index_whole(
         "linux/amd64": base_amd.manifest_digest,
         "linux/arm64/v8": base_arm.manifest_digest,
     }
-    lock = json.loads((dest / "occystrap.lock").read_text())
+    lock = read_lock(dest / "occystrap.lock")
     assert lock[repo]["v1"] == {"index": index.digest}
     # The tag gives the registry's index back, byte for byte, to a real client.
     raw = subprocess.run(
@@ -310,7 +312,7 @@ def test_a_platform_list_stores_each_platform(registry: Registry, tmp_path: Path
     entries = _catalog(dest)[repo]
     assert entries["v1"]["manifest_digest"] == base_arm.manifest_digest
     assert entries[base_amd.manifest_digest]["platform"] == "linux/amd64"
-    lock = json.loads((dest / "occystrap.lock").read_text())
+    lock = read_lock(dest / "occystrap.lock")
     assert lock[repo]["v1"] == {
         "linux/amd64": base_amd.manifest_digest,
         "linux/arm64/v8": base_arm.manifest_digest,
@@ -329,7 +331,7 @@ def test_bundle_tarball_loads_every_tag(registry: Registry, podman: Podman, tmp_
     spec_file.write_text(f"images:\n  - name: {registry.host}/mirror/bundle\n    tags: [t1, t2]\n")
     fails("mirror", "-q", *args, str(spec_file), str(tar))  # bundle named twice: spec and --image
     ok("mirror", "-q", *args[2:], str(spec_file), str(tar))
-    lock = json.loads((tmp_path / "bundle.tar.lock").read_text())
+    lock = read_lock(tmp_path / "bundle.tar.lock")
     assert sorted(lock) == [f"{registry.host}/mirror/bundle", f"{registry.host}/mirror/other"]
     with tarfile.open(tar) as tf:
         names = tf.getnames()
@@ -355,7 +357,7 @@ def test_locked_replays_old_digest_after_tag_moved(registry: Registry, tmp_path:
     # Without --locked the tag's new target is fetched and the lock follows it.
     ok("mirror", "-q", "--image", ref, str(dest))
     assert _catalog(dest)[f"{registry.host}/mirror/locked"]["v1"]["manifest_digest"] == new.manifest_digest
-    lock = json.loads((dest / "occystrap.lock").read_text())
+    lock = read_lock(dest / "occystrap.lock")
     assert lock[f"{registry.host}/mirror/locked"]["v1"]["linux/amd64"] == new.manifest_digest
     fails("mirror", "--locked", str(tmp_path / "nolock"))
 
@@ -411,7 +413,7 @@ def test_keep_going_names_the_failures(registry: Registry, tmp_path: Path) -> No
     assert f"failed: {registry.host}/mirror/absent: " in proc.stderr and "not found" in proc.stderr
     assert "1 image(s) failed" in proc.stderr
     assert list(_catalog(dest)) == [f"{registry.host}/mirror/keep"]
-    assert list(json.loads((dest / "occystrap.lock").read_text())) == [f"{registry.host}/mirror/keep"]
+    assert list(read_lock(dest / "occystrap.lock")) == [f"{registry.host}/mirror/keep"]
     # While the display runs, the failures are events; the one error line comes after it.
     proc = fails("mirror", "--progress", "json", "--keep-going", str(spec_file), str(dest))
     events = _json_lines(proc.stderr)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import fails, ok, settled
+from tests.helpers import fails, ok, read_lock, settled
 from tests.support import images
 from tests.support.faultproxy import Fault, FaultProxy
 from tests.support.images import BuiltImage, Entry
@@ -183,7 +183,7 @@ def test_mirror_into_a_registry(
     assert _raw(skopeo, f"{dest.host}/mirror/mirrored/multi:v1") == index.data
     # The shared base went up once; the other repositories' copies of it were not uploaded again.
     assert settled(lambda: dest.request_count(f"digest={base.digest}", "PUT")) == 1
-    assert json.loads(lock.read_text())[f"{registry.host}/mirrored/multi"]["v1"] == {"index": index.digest}
+    assert read_lock(lock)[f"{registry.host}/mirrored/multi"]["v1"] == {"index": index.digest}
     uploads, puts = _uploads(dest), _manifest_puts(dest)
     proc = ok("mirror", "--progress", "plain", str(spec), f"registry://{dest.host}/mirror")
     assert f"{registry.host}/mirrored/app: 3 unchanged" in proc.stderr

@@ -1,18 +1,21 @@
 """A merged directory's shared files, recomputed for new roots: catalog.json, index.json,
 manifest.json and each tag's docker-load manifest. Pure: files in, files out.
 
-Roots replace what the directory held under the same name; everything else stays.
+Roots replace what the directory held under the same name; everything else stays
+(`merge`). `without` is the other way: the files once some names are removed (prune).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from occystrap import reference
 from occystrap.layout import catalog, writer
 from occystrap.model import Artifact, Image, Index, Node
 from occystrap.platform import Platform
+from occystrap.reference import Reference
 
 
 @dataclass
@@ -126,3 +129,46 @@ def files(shared: Shared) -> list[tuple[str, bytes]]:
         (catalog.CATALOG, catalog.dump(shared.images)),
     ]
     return out
+
+
+def ref_of(name: str, key: str) -> Reference:
+    """A catalog entry's reference: `name:tag` or `name@digest`."""
+    return reference.parse(f"{name}@{key}" if key.startswith("sha256:") else f"{name}:{key}")
+
+
+def _configs(record: dict[str, Any]) -> set[str]:
+    """The docker-load Config paths a catalog record's images use."""
+    if catalog.kind_of(record) == catalog.INDEX:
+        subs = record.get("platforms") or {}
+        return {
+            s["config"] for s in subs.values() if isinstance(s, dict) and isinstance(s.get("config"), str)
+        }
+    config = record.get("config")
+    return {config} if catalog.kind_of(record) == catalog.IMAGE and isinstance(config, str) else set()
+
+
+def without(shared: Shared, refs: Collection[Reference]) -> Shared:
+    """The shared files once `refs` are gone; their per-tag manifest files are the caller's to delete.
+
+    manifest.json loses the RepoTags of the removed tags; an entry whose tags all go is kept
+    (untagged) while a remaining image still uses its Config, so `docker load` still has it.
+    """
+    gone = {str(r) for r in refs}
+    images: catalog.Images = {}
+    for name, tags in shared.images.items():
+        left = {key: rec for key, rec in tags.items() if str(ref_of(name, key)) not in gone}
+        if left:
+            images[name] = left
+    index = [e for e in shared.index if e.get("annotations", {}).get(writer.REF_NAME) not in gone]
+    lost_tags = {r.repo_tag for r in refs if r.repo_tag}
+    used = {c for tags in images.values() for rec in tags.values() for c in _configs(rec)}
+    docker: list[dict[str, Any]] = []
+    untagged: list[dict[str, Any]] = []
+    for entry in shared.docker:
+        kept = [t for t in entry.get("RepoTags") or [] if t not in lost_tags]
+        (docker if kept else untagged).append({**entry, "RepoTags": kept})
+    for entry in untagged:
+        config = entry.get("Config")
+        if config in used and all(d.get("Config") != config for d in docker):
+            docker.append(entry)
+    return Shared(images, index, docker, {})

@@ -1,15 +1,31 @@
 """The lock file: exactly which content each mirrored tag resolved to.
 
-    {"<registry>/<repository>": {"<tag or digest>": {"<os/arch[/variant]>": "sha256:…"}}}
+Written by `mirror` (beside its DEST, or where --lock says) and by `occystrap lock SPEC.yaml`,
+replayed by `mirror --locked`. Format version 2, the one written::
+
+    {
+      "version": 2,
+      "images": {
+        "<registry>/<repository>": {
+          "<tag or sha256:digest>": {
+            "<os>/<arch>[/<variant>]": "sha256:<manifest digest>"
+          }
+        }
+      }
+    }
 
 A tag whose whole index is carried (`platforms: all`) is locked as {"index": "sha256:…"}.
-Sorted keys and two-space indents: diff-friendly, stable across runs.
+Every mapping is sorted and every digest sits on its own line, so a tag that moved changes
+one line of a diff and two runs over the same content write the same bytes. `version`
+comes first; a reader meeting a version it does not know refuses the file instead of
+guessing. Version 1 (the images mapping at the top level, no `version`) is still read.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from occystrap.digest import is_digest
 from occystrap.errors import ManifestError, OccystrapError, UsageError
@@ -19,6 +35,7 @@ from occystrap.sinks.base import write_atomic
 
 LOCK_NAME = "occystrap.lock"
 INDEX_KEY = "index"
+VERSION = 2
 Lock = dict[str, dict[str, dict[str, str]]]
 
 
@@ -30,6 +47,11 @@ def lock_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".lock") if is_tarball(dest) else dest / LOCK_NAME
 
 
+def spec_lock_path(spec: Path) -> Path:
+    """Where `occystrap lock SPEC.yaml` keeps its lock by default: beside the spec, as Cargo.lock."""
+    return spec.with_suffix(".lock")
+
+
 def read_lock(path: Path) -> Lock:
     try:
         data = path.read_bytes()
@@ -37,11 +59,20 @@ def read_lock(path: Path) -> Lock:
         raise UsageError(
             f"--locked needs {path}, which does not exist (run without --locked first)"
         ) from None
+    except OSError as exc:
+        raise UsageError(f"cannot read lock file {path}: {exc}") from None
     return parse_lock(data, str(path))
 
 
 def parse_lock(data: bytes, where: str) -> Lock:
     doc = load_json(data, where)
+    if isinstance(doc, dict) and "version" in doc:
+        if doc["version"] != VERSION:
+            raise ManifestError(f"{where}: lock format version {doc['version']!r} is not known here")
+        if set(doc) != {"version", "images"}:
+            extra = ", ".join(sorted(str(k) for k in doc if k not in ("version", "images")))
+            raise ManifestError(f"malformed {where}: unknown key(s) {extra}")
+        doc = doc["images"]
     ok = isinstance(doc, dict) and all(
         isinstance(tags, dict)
         and all(
@@ -53,7 +84,8 @@ def parse_lock(data: bytes, where: str) -> Lock:
         for tags in doc.values()
     )
     if not ok:
-        raise ManifestError(f"malformed {where}: expected {{image: {{tag: {{platform: digest}}}}}}")
+        shape = "{'version': 2, 'images': {image: {tag: {platform: digest}}}}"
+        raise ManifestError(f"malformed {where}: expected {shape}")
     for tags in doc.values():
         for plats in tags.values():
             if INDEX_KEY in plats and len(plats) > 1:
@@ -68,8 +100,14 @@ def parse_lock(data: bytes, where: str) -> Lock:
     return doc  # type: ignore[no-any-return]
 
 
+def _sorted(value: Any) -> Any:
+    return {k: _sorted(value[k]) for k in sorted(value)} if isinstance(value, dict) else value
+
+
 def lock_bytes(lock: Lock) -> bytes:
-    return json.dumps(lock, indent=2, sort_keys=True).encode() + b"\n"
+    # Built in order rather than with sort_keys, so that `version` leads the file.
+    doc = {"version": VERSION, "images": _sorted(lock)}
+    return json.dumps(doc, indent=2).encode() + b"\n"
 
 
 def write_lock(path: Path, fresh: Lock, failed: dict[str, str]) -> None:

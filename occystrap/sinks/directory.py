@@ -18,7 +18,7 @@ from filelock import FileLock, Timeout
 
 from occystrap.concurrency import Busy
 from occystrap.errors import ManifestError
-from occystrap.layout import catalog, merged, writer
+from occystrap.layout import catalog, dirlock, merged, writer
 from occystrap.model import Image, Layer, Node, images_of, load_json
 from occystrap.platform import Platform
 from occystrap.reference import Reference
@@ -46,6 +46,7 @@ class DirectorySink:
         self.note = note
         self.platform = platform
         self._opened: dict[str, Layer] = {}
+        self._writing: int | None = None  # the shared lock that keeps prune out while we write
         (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
 
     @property
@@ -56,7 +57,12 @@ class DirectorySink:
         return self.root / writer.blob_path(digest)
 
     async def begin(self, nodes: list[Node]) -> None:
-        return None
+        if self._writing is None:
+            self._writing = await anyio.to_thread.run_sync(dirlock.hold_shared, self.root)
+
+    def _done_writing(self) -> None:
+        dirlock.release(self._writing)
+        self._writing = None
 
     def has_layer(self, layer: Layer) -> bool:
         return verified_or_removed(
@@ -93,6 +99,7 @@ class DirectorySink:
 
     def _abort(self, keep: bool) -> None:
         """Bad data anywhere in the run: drop the partial downloads this run started, too."""
+        self._done_writing()
         if keep:
             return
         for digest, layer in self._opened.items():
@@ -107,7 +114,10 @@ class DirectorySink:
                 lock.release()
 
     async def commit(self, nodes: list[Node]) -> None:
-        await anyio.to_thread.run_sync(self._commit, nodes)
+        try:
+            await anyio.to_thread.run_sync(self._commit, nodes)
+        finally:
+            self._done_writing()
 
     def _commit(self, nodes: list[Node]) -> None:
         for root in nodes:
@@ -131,15 +141,19 @@ class DirectorySink:
                     write_atomic(self.root / name, data)
 
     def _shared(self) -> merged.Shared:
-        data = _read(self.root / catalog.CATALOG)
-        return merged.Shared(
-            catalog.parse(data, str(self.root / catalog.CATALOG)),
-            _json_list(self.root / "index.json", "manifests"),
-            _json_list(self.root / "manifest.json", None),
-        )
+        return read_shared(self.root)
 
     def _expand(self, image: Image) -> str:
         return expand_image(self.root, image, self.note)
+
+
+def read_shared(root: Path) -> merged.Shared:
+    """A merged directory's shared files as they are now (read under its lock)."""
+    return merged.Shared(
+        catalog.parse(_read(root / catalog.CATALOG), str(root / catalog.CATALOG)),
+        _json_list(root / "index.json", "manifests"),
+        _json_list(root / "manifest.json", None),
+    )
 
 
 def _read(path: Path) -> bytes | None:

@@ -30,6 +30,7 @@ from occystrap.events import (
     BlobDone,
     BlobProgress,
     BlobQueued,
+    BlobRemoved,
     BlobRetry,
     BlobSkipped,
     BlobStarted,
@@ -119,6 +120,8 @@ class PlainReporter(Guarded):
                 took = f" in {secs:.1f}s ({rate(event.size / secs)})"
             image = f" for {short_image(owner)}" if owner else ""
             return f"{self.stats.moved} {short(event.digest)} {human(event.size)}{took}{image}"
+        if isinstance(event, BlobRemoved):
+            return f"deleted {short(event.digest)} {human(event.size)}"
         if isinstance(event, BlobSkipped):
             why = SKIP_REASONS.get(event.reason, event.reason)
             return f"reused {short(event.digest)} {human(event.size)} for {short_image(event.image)} ({why})"

@@ -23,9 +23,10 @@ ImageResolved   image str, manifest_digest str, platform str|null, an image's ma
                 kind str, artifact_type str|null                   "artifact": carried, never unpacked)
 BlobQueued      digest str, size int, image str                    a layer will be fetched (once per run)
 BlobSkipped     digest str, size int, image str,                   no fetch needed: already in the
-                reason "present"|"shared"|"mounted"                destination, moved for another image
-                                                                   in this run, or mounted from another
-                                                                   repository of the destination registry
+                reason "present"|"shared"|"mounted"|"base"         destination, moved for another image
+                                                                   in this run, mounted from another
+                                                                   repository of the destination registry,
+                                                                   or left to a delta bundle's base
 BlobStarted     digest str, size int, offset int                   its body starts (holds a slot)
 BlobProgress    digest str, done int, size int                     about every MiB; ``done`` counts from
                                                                    the blob's first byte, across resumes
@@ -33,6 +34,7 @@ BlobRetry       digest str|null, url str, attempt int,             a request fai
                 delay float, reason str                            ``delay`` s (digest null: not a blob)
 BlobVerifying   digest str, size int                               the body is in; final checks follow
 BlobDone        digest str, size int                               verified and stored (or pushed)
+BlobRemoved     digest str, size int                               prune deleted a blob nothing uses
 ManifestPushed  image str, digest str, tag str|null                a manifest or index written to a
                                                                    registry: by digest (tag null), then
                                                                    the tag, last
@@ -48,7 +50,9 @@ Summary         ok bool, error str|null, images int,               always the la
                 elapsed float (s), throughput float (B/s),
                 retries int, warnings int, schema int (1),
                 mounted_blobs int, manifests_pushed int,
-                tags_written int, artifacts int
+                tags_written int, artifacts int,
+                base_blobs int, base_bytes int,
+                removed_blobs int, removed_bytes int
 =============== ================================================== ========================================
 
 ``fetched_bytes`` is the sum of ``BlobDone.size`` (bytes pushed, when the destination is a
@@ -86,6 +90,7 @@ SCHEMA: dict[str, tuple[str, ...]] = {
     "BlobRetry": ("digest", "url", "attempt", "delay", "reason"),
     "BlobVerifying": ("digest", "size"),
     "BlobDone": ("digest", "size"),
+    "BlobRemoved": ("digest", "size"),
     "ManifestPushed": ("image", "digest", "tag"),
     "CommitStarted": ("images", "destination"),
     "ImageCommitted": ("image", "path"),
@@ -110,6 +115,10 @@ SCHEMA: dict[str, tuple[str, ...]] = {
         "manifests_pushed",
         "tags_written",
         "artifacts",
+        "base_blobs",
+        "base_bytes",
+        "removed_blobs",
+        "removed_bytes",
     ),
 }
 
@@ -151,4 +160,8 @@ def summary(stats: Stats, at: float, ok: bool = True, error: str | None = None) 
         "manifests_pushed": stats.manifests_pushed,
         "tags_written": stats.tags_written,
         "artifacts": stats.artifacts,
+        "base_blobs": stats.base_blobs,
+        "base_bytes": stats.base_bytes,
+        "removed_blobs": stats.removed_blobs,
+        "removed_bytes": stats.removed_bytes,
     }

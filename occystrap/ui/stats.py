@@ -9,6 +9,7 @@ from occystrap.events import (
     BlobDone,
     BlobProgress,
     BlobQueued,
+    BlobRemoved,
     BlobRetry,
     BlobSkipped,
     CommitStarted,
@@ -28,6 +29,7 @@ SKIP_REASONS = {
     "present": "already present",
     "shared": "shared with another image",
     "mounted": "mounted from another repository",
+    "base": "held by the delta's base",
 }
 
 
@@ -57,6 +59,10 @@ class Stats:
         self.writing = False
         self.uploading = False  # the destination is a registry: blobs are pushed, not fetched
         self.mounted_blobs = 0
+        self.base_blobs = 0  # left to a delta bundle's base (by the delta, or found at the destination)
+        self.base_bytes = 0
+        self.removed_blobs = 0  # deleted by prune
+        self.removed_bytes = 0
         self.artifacts = 0  # roots resolved that are artifacts (signatures, SBOMs, charts)
         self.manifests_pushed = 0
         self.tags_written = 0
@@ -99,8 +105,14 @@ class Stats:
                 self.shared_blobs += 1
             elif event.reason == "mounted":
                 self.mounted_blobs += 1
+            elif event.reason == "base":
+                self.base_blobs += 1
+                self.base_bytes += event.size
             else:
                 self.present_blobs += 1
+        elif isinstance(event, BlobRemoved):
+            self.removed_blobs += 1
+            self.removed_bytes += event.size
         elif isinstance(event, ImageResolved):
             self.images_resolved += 1
             self.artifacts += event.kind == "artifact"
@@ -141,6 +153,13 @@ class Stats:
             images += f" ({plural(self.artifacts, 'artifact')})"
         head = "summary:" if ok else "summary (failed):"
         mounted = f", {self.mounted_blobs} mounted" if self.mounted_blobs else ""
+        if self.base_blobs:
+            mounted += f", {self.base_blobs} from the base ({human(self.base_bytes)})"
+        removed = (
+            f", {plural(self.removed_blobs, 'blob')} deleted ({human(self.removed_bytes)} freed)"
+            if self.removed_blobs
+            else ""
+        )
         written = (
             f"{plural(self.manifests_pushed, 'manifest')} and {plural(self.tags_written, 'tag')} written, "
             if self.uploading
@@ -152,5 +171,5 @@ class Stats:
             f"{head} {images}, {moved}, "
             f"{self.reused_blobs} reused ({human(self.reused_bytes)}{mounted}), {written}"
             f"{human(self.referenced)} referenced, in {self.elapsed:.1f}s at "
-            f"{rate(self.throughput)}, {retries}, {plural(self.warnings, 'warning')}"
+            f"{rate(self.throughput)}, {retries}, {plural(self.warnings, 'warning')}{removed}"
         )

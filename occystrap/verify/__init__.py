@@ -14,6 +14,8 @@ an extracted directory, or a merged directory. Nothing touches the network. Chec
   and every tagged name index.json lists has its RepoTags entry;
 - catalog.json (merged directories): each entry's manifest file is present and agrees with the
   catalog, with its manifest blob and with index.json; its root filesystem is there (``--expand``).
+- a delta bundle (``occystrap-delta.json``): complete in itself except the blobs it declares
+  left to its base; those are not problems, anything else missing is.
 
 A damaged layout is a normal result (`Result` with `Problem`s, one per blob or inconsistency);
 only a PATH that does not exist or cannot be read at all raises. Blobs are
@@ -28,6 +30,8 @@ from pathlib import Path
 
 import anyio
 
+from occystrap.delta.meta import DELTA_NAME
+from occystrap.delta.meta import parse as parse_delta
 from occystrap.errors import ManifestError
 from occystrap.layout import catalog
 from occystrap.layout.store import DirStore, Store, open_store
@@ -35,16 +39,31 @@ from occystrap.verify.blobs import check_blobs
 from occystrap.verify.catalogcheck import check_catalog
 from occystrap.verify.dockerjson import check_docker
 from occystrap.verify.documents import check_index
-from occystrap.verify.result import Problem, Result, VerifyFailedError, report_json
+from occystrap.verify.result import LAYOUT, Problem, Result, VerifyFailedError, report_json
 from occystrap.verify.state import State
 
 __all__ = ["Problem", "Result", "VerifyFailedError", "report_json", "verify"]
 
 
-def _kind(store: Store) -> str:
+def _kind(store: Store, v: State) -> str:
+    if v.base:
+        return f"delta bundle, {len(v.base)} blob(s) left to its base"
     if isinstance(store, DirStore):
         return "merged directory" if store.size(catalog.CATALOG) is not None else "directory"
     return "tarball of a merged directory" if store.size(catalog.CATALOG) is not None else "tarball"
+
+
+def _delta(v: State) -> None:
+    """A delta bundle's declared base blobs: absent by design, so not reported missing."""
+    data = v.read_small(DELTA_NAME)
+    if data is None:
+        return
+    try:
+        meta = parse_delta(data, DELTA_NAME)
+    except ManifestError as exc:
+        v.problem(DELTA_NAME, str(exc), LAYOUT)
+        return
+    v.base = frozenset(b.digest.path for b in meta.base_blobs)
 
 
 async def verify(
@@ -54,6 +73,7 @@ async def verify(
     store = open_store(path)
     try:
         v = State(store, note)
+        _delta(v)
         has_index = store.size("index.json") is not None
         has_docker = store.size("manifest.json") is not None
         if not has_index and not has_docker:
@@ -65,6 +85,8 @@ async def verify(
         check_catalog(v)
         blobs, total, diff_ids = await check_blobs(v, limiter)
         manifests = sum(1 for m in v.manifests.values() if m is not None)
-        return Result(str(path), _kind(store), v.images, manifests, blobs, total, diff_ids, tuple(v.problems))
+        return Result(
+            str(path), _kind(store, v), v.images, manifests, blobs, total, diff_ids, tuple(v.problems)
+        )
     finally:
         store.close()

@@ -21,6 +21,8 @@ class _Stopped(Exception):
 def check_blob(v: State, claim: Claim) -> BlobOutcome:
     name = claim.name
     size = v.store.size(name)
+    if size is None and name in v.base:
+        return BlobOutcome(name, False, 0, False, None)  # a delta leaves it to its base: not a problem
     if size is None:
         return BlobOutcome(name, False, 0, False, Problem(name, f"missing ({claim.referrers()})", MISSING))
     if claim.digest is not None and not claim.digest.startswith("sha256:"):

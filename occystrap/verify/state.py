@@ -84,6 +84,7 @@ class State:
         self.images = 0
         self.stop = threading.Event()
         self.artifacts = 0  # artifact manifests read (their blobs are claimed, never unpacked)
+        self.base: frozenset[str] = frozenset()  # a delta bundle's blobs left to its base (paths)
 
     def problem(self, where: str, message: str, kind: str) -> None:
         self.problems.append(Problem(where, message, kind))

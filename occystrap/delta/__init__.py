@@ -1,0 +1,1 @@
+"""Delta bundles: a bundle that leaves out the layer blobs an earlier one (its base) carried."""
