@@ -155,7 +155,8 @@ def test_mirror_many_tags_shares_the_base_and_reruns_fetch_nothing(
     assert set(lock[repo]) == set(tags)
     assert lock[repo]["v1.3.0"] == {"linux/amd64": built[3].manifest_digest}
     # Version first, then every mapping sorted, one digest per line: diff-friendly and stable.
-    assert (dest / "occystrap.lock").read_text() == json.dumps({"version": 2, "images": lock}, indent=2) + "\n"
+    text = (dest / "occystrap.lock").read_text()
+    assert text == json.dumps({"version": 2, "images": lock}, indent=2) + "\n"
     assert list(lock[repo]) == sorted(lock[repo])
     index = json.loads((dest / "index.json").read_text())
     assert len(index["manifests"]) == len(tags)
