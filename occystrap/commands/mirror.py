@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from occystrap.commands.common import Context, client_options, registry_options, wrap_errors
+from occystrap.commands.common import Context, registry_options, wrap_errors
 from occystrap.commands.common import run as run_command
 from occystrap.commands.push import placement_options
 from occystrap.errors import UsageError
@@ -31,7 +31,8 @@ from occystrap.sources.base import Source
 @click.option(
     "--locked",
     is_flag=True,
-    help="Fetch exactly the digests the lock file names (DEST/occystrap.lock, or DEST.lock for a .tar).",
+    help="Fetch exactly the digests the lock file names (DEST/occystrap.lock, or DEST.lock for a .tar);"
+    " with a spec or --image, first check that the lock covers exactly those images and tags.",
 )
 @click.option("--keep-going", is_flag=True, help="Mirror the other images when one fails; exit non-zero.")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the plan as one JSON document.")
@@ -41,6 +42,13 @@ from occystrap.sources.base import Source
     type=click.Path(dir_okay=False, path_type=Path),
     help="The lock file to write (with --locked: to replay); default DEST/occystrap.lock or DEST.lock.",
 )
+@click.option(
+    "--since",
+    type=click.Path(path_type=Path),
+    metavar="OLD",
+    help="Write a delta bundle: only the layer blobs OLD (a bundle, merged directory or lock file) lacks.",
+)
+@click.option("--prune", is_flag=True, help="Then remove from the merged DEST what this run did not mirror.")
 @placement_options
 @click.option(
     "--referrers", is_flag=True, help="Also carry what refers to each image: signatures, attestations, SBOMs."
@@ -55,6 +63,8 @@ def mirror_cmd(
     keep_going: bool,
     as_json: bool,
     lock_option: Path | None,
+    since: Path | None,
+    prune: bool,
     keep_host: bool,
     maps: tuple[str, ...],
     referrers: bool,
@@ -92,10 +102,14 @@ def mirror_cmd(
       occystrap mirror --dry-run images.yaml mirror/
       occystrap mirror --dry-run --json images.yaml mirror/ | jq .fetch
       occystrap mirror --locked mirror/          # replay mirror/occystrap.lock
+      occystrap mirror --locked --lock images.lock images.yaml bundle.tar
+      occystrap mirror --since v1.tar images.yaml v2.tar   # a delta over v1.tar
+      occystrap mirror --prune images.yaml mirror/
     """
     if len(paths) > 2:
         raise UsageError("expected [SPEC.yaml] DEST")
     from occystrap import locations
+    from occystrap.commands import airgap, specs
     from occystrap.mirror import lockfile, spec
     from occystrap.naming import Placement, parse_maps
 
@@ -113,24 +127,14 @@ def mirror_cmd(
     lock: lockfile.Lock = {}
     wanted: spec.MirrorSpec | None = None
     if locked:
-        if spec_path or image_refs:
-            raise UsageError("--locked replays the lock file; give only DEST")
         if lock_file is None:
             raise UsageError("--locked into a registry needs --lock FILE")
         lock = lockfile.read_lock(lock_file)
-    else:
-        if spec_path is None and not image_refs:
-            raise UsageError("give a SPEC.yaml, --image REF, or --locked")
-        parts: list[spec.ImageSpec] = []
-        registries: dict[str, spec.RegistrySettings] = {}
-        with_referrers = referrers
-        if spec_path is not None:
-            loaded = spec.load(spec_path)
-            parts.extend(loaded.images)
-            registries = loaded.registries
-            with_referrers = with_referrers or loaded.referrers
-        parts.extend(spec.from_refs(image_refs).images)
-        wanted = spec.MirrorSpec(tuple(parts), registries, with_referrers)
+    elif spec_path is None and not image_refs:
+        raise UsageError("give a SPEC.yaml, --image REF, or --locked")
+    if spec_path is not None or image_refs:
+        wanted = specs.wanted_images(spec_path, image_refs, referrers)
+    airgap.check_options(None if into_registry else dest, since, prune)
     if as_json and not dry_run:
         raise UsageError("--json prints the plan of a --dry-run; add --dry-run")
     if as_json and into_registry:
@@ -154,10 +158,19 @@ def mirror_cmd(
         registry_source = RegistrySource(await ctx.client())
         source = registry_source if into_registry else await _planning_source(ctx, registry_source, dest)
         planner = plan.Planner(source, ctx.platform, ctx.engine.limits.resolves)
-        if wanted is not None:
+        if not locked and wanted is not None:
             result = await plan.plan(planner, wanted, keep_going, reporter)
         else:
+            if wanted is not None:
+                from occystrap.mirror.lockcheck import check_covers
+
+                await check_covers(planner, wanted, lock, str(lock_file))
             result = await plan.plan_from_lock(planner, lock, keep_going, reporter)
+        base = None
+        if since is not None:
+            from occystrap.delta.base import load
+
+            base = await load(since, planner)
         if placement is not None:
             from occystrap.commands.pushing import mirror_into
 
@@ -168,15 +181,20 @@ def mirror_cmd(
             else:
                 for line in dryrun.dry_run_report(result, dest):
                     click.echo(line)
+            for line in airgap.dry_run_lines(dest, result, base, prune):
+                click.echo(line)
         else:
             found = changes.changes(result, changes.held_manifests(dest), lockfile.is_tarball(dest))
             whole = lockfile.is_tarball(dest)
-            await run.fetch(
-                ctx.engine, source, result, lambda: run.local_sink(dest, ctx.platform), keep_going, whole
-            )
+            make_sink = airgap.sink_factory(dest, ctx.platform, base, result)
+            await run.fetch(ctx.engine, source, result, make_sink, keep_going, whole)
+            await airgap.after_run(dest, result, base, prune, reporter)
         if not dry_run:
             if not locked and lock_file is not None:
                 lockfile.write_lock(lock_file, result.lock(), result.failures)
+            elif locked and placement is None and lock_file != lockfile.lock_path(dest):
+                # A lock replayed from elsewhere (a repository): DEST still gets its own record.
+                lockfile.write_lock(lockfile.lock_path(dest), result.lock(), result.failures)
             for line in changes.change_lines(result, found):
                 reporter.emit(Info(line))
             tags = {(p.source, p.key) for p in result.items}
@@ -186,15 +204,7 @@ def mirror_cmd(
                 reporter.emit(Warning_(f"failed: {name}: {why}"))
             raise run.MirrorFailedError(run.failure_message(result.failures))
 
-    settings = wanted.registries if wanted is not None else {}
-    options = client_options(
-        opts,
-        {
-            "credentials": {h: (s.username, s.password or "") for h, s in settings.items() if s.username},
-            "insecure": frozenset(h for h, s in settings.items() if s.insecure),
-        },
-    )
-    run_command(opts, body, options)
+    run_command(opts, body, specs.spec_client_options(opts, wanted))
 
 
 async def _planning_source(ctx: Context, source: Source, dest: Path) -> Source:

@@ -161,6 +161,8 @@ class BaseAware:
         self.base = base
         self.checked = checked
         self.check_diff_ids = inner.check_diff_ids
+        self.added: dict[str, int] = {}  # blobs written, for the closing line
+        self.from_base: dict[str, int] = {}
 
     @property
     def destination(self) -> str:
@@ -170,14 +172,19 @@ class BaseAware:
         await self.inner.begin(nodes)
 
     async def present(self, layer: Layer, refs: Sequence[Reference]) -> str | None:
-        ours = layer.descriptor.digest in self.base
-        if ours and self.checked:
+        desc = layer.descriptor
+        ours = desc.digest in self.base
+        reason = BASE_REASON if ours and self.checked else await self.inner.present(layer, refs)
+        if ours and reason is not None:
+            self.from_base[desc.digest] = desc.size
             return BASE_REASON
-        reason = await self.inner.present(layer, refs)
-        return BASE_REASON if reason is not None and ours else reason
+        return reason
 
     async def open_blob(self, layer: Layer, refs: Sequence[Reference]) -> BlobTarget | None:
-        return await self.inner.open_blob(layer, refs)
+        target = await self.inner.open_blob(layer, refs)
+        if target is not None:
+            self.added[layer.descriptor.digest] = layer.descriptor.size
+        return target
 
     async def commit(self, nodes: list[Node]) -> None:
         await self.inner.commit(nodes)
