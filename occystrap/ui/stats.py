@@ -67,6 +67,7 @@ class Stats:
         self.manifests_pushed = 0
         self.tags_written = 0
         self._received: dict[str, int] = {}
+        self._base: set[str] = set()
 
     @property
     def images_total(self) -> int:
@@ -105,7 +106,9 @@ class Stats:
                 self.shared_blobs += 1
             elif event.reason == "mounted":
                 self.mounted_blobs += 1
-            elif event.reason == "base":
+            elif event.reason == "base" and event.digest not in self._base:
+                # Once per blob, however many images share it: what the base spared.
+                self._base.add(event.digest)
                 self.base_blobs += 1
                 self.base_bytes += event.size
             else:
@@ -154,7 +157,7 @@ class Stats:
         head = "summary:" if ok else "summary (failed):"
         mounted = f", {self.mounted_blobs} mounted" if self.mounted_blobs else ""
         if self.base_blobs:
-            mounted += f", {self.base_blobs} from the base ({human(self.base_bytes)})"
+            mounted += f", {self.base_blobs} from the base"
         removed = (
             f", {plural(self.removed_blobs, 'blob')} deleted ({human(self.removed_bytes)} freed)"
             if self.removed_blobs
