@@ -12,9 +12,15 @@ import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from occystrap import prune as pruning
+from occystrap.events import NullReporter
+from occystrap.layout import dirlock
+from occystrap.mirror import keep as keep_module
+from occystrap.reference import parse
 from tests.helpers import fails, occystrap, ok, read_lock, settled
 from tests.support import images
 from tests.support.images import BuiltImage, Entry
@@ -203,7 +209,7 @@ def test_import_into_a_registry(chain: Chain, registry_factory: Factory, skopeo:
 
 
 def test_prune_keeps_what_is_named_and_frees_the_rest(
-    chain: Chain, registry: Registry, tmp_path: Path
+    chain: Chain, registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     other = images.build_image([_layer("other-0"), [Entry.file("other", b"other\n")]])
     registry.push_image("airgap/other", "v1", other)
@@ -228,8 +234,31 @@ def test_prune_keeps_what_is_named_and_frees_the_rest(
         and f"({freed} bytes)" in dry.stdout
     )
     assert _snapshot(site) == before
+    # A run writing the directory (it holds the shared lock): prune refuses, changes nothing.
+    writing = dirlock.hold_shared(site)
+    try:
+        assert "another occystrap run is writing" in fails("prune", str(site), *keep).stderr
+    finally:
+        dirlock.release(writing)
+    assert _snapshot(site) == before
+    # Killed after two deletions: the catalog already names only what stays, so the directory
+    # verifies; the next prune deletes the rest.
+    deleted: list[str] = []
+
+    def unlink(path: Path) -> None:
+        if len(deleted) == 2:
+            raise KeyboardInterrupt
+        deleted.append(str(path))
+        path.unlink()
+
+    monkeypatch.setattr(pruning, "os", SimpleNamespace(unlink=unlink))
+    wanted = keep_module.Wanted(refs=(parse(f"{chain.repo}:v3"),))
+    with pytest.raises(KeyboardInterrupt):
+        pruning.prune(site, lambda images, lock: keep_module.kept(images, wanted, lock), NullReporter())
+    monkeypatch.undo()
+    assert ok("verify", str(site)).stdout.startswith("OK: ")
     proc = ok("prune", "--progress", "plain", str(site), *keep)
-    assert f"{len(gone)} blobs deleted" in proc.stderr.splitlines()[-1]
+    assert f"{len(gone) - 2} blobs deleted" in proc.stderr.splitlines()[-1]
     assert ok("verify", str(site)).stdout.startswith("OK: ")
     held = {"sha256:" + p.name for p in (site / "blobs/sha256").iterdir()}
     v3 = chain.versions[2]

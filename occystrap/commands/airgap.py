@@ -25,6 +25,8 @@ def check_options(dest: Path | None, since: Path | None, prune: bool) -> None:
 
     if since is not None and (dest is None or not lockfile.is_tarball(dest)):
         raise UsageError("--since makes a delta bundle: DEST must be a bundle tarball (.tar)")
+    if since is not None and not since.exists():
+        raise UsageError(f"--since {since} does not exist")
     if prune and (dest is None or lockfile.is_tarball(dest)):
         raise UsageError("--prune works on a merged directory DEST (a bundle is written whole anyway)")
 

@@ -142,7 +142,8 @@ class TarStore:
         except FileNotFoundError:
             raise NotFoundError(f"{path} does not exist") from None
         except (tarfile.TarError, OSError, EOFError) as exc:
-            raise ManifestError(f"{path} is not a readable tarball: {exc}") from None
+            # tarfile's reasons span lines (one per compression tried): one line here.
+            raise ManifestError(f"{path} is not a readable tarball: {' '.join(str(exc).split())}") from None
         self._files: dict[str, tarfile.TarInfo] = {}
         self._dirs: set[str] = set()
         for m in members:
