@@ -95,7 +95,7 @@ def copy_cmd(source: str, destination: str, all_platforms: bool, dry_run: bool, 
 
         src_source, src_ref = await open_source(ctx, src)
         found = await resolve(
-            src_source, src_ref, ALL if all_platforms else ctx.platform, ctx.engine.limits.resolves
+            src_source, src_ref, ALL if all_platforms else ctx.platform, ctx.limits.resolves
         )
         node = with_reference(found.nodes[0], destination_ref(dst, src_ref))
         sink = await open_sink(ctx, opts, dst, [node], src_source, src_ref, dry_run)

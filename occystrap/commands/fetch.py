@@ -22,7 +22,7 @@ async def fetch_one(ctx: Context, ref: Reference, sink: Sink, destination: str) 
 
     ctx.reporter.emit(RunStarted((str(ref),), destination))
     source = RegistrySource(await ctx.client(), ref.registry)
-    found = await resolve(source, ref, ctx.platform, ctx.engine.limits.resolves)
+    found = await resolve(source, ref, ctx.platform, ctx.limits.resolves)
     image = require_image(found.nodes[0])
     ctx.reporter.emit(resolved_event(image))
     await ctx.engine.copy(source, sink, [Item(ref, image)])

@@ -37,7 +37,7 @@ async def resolve_all(
     from occystrap.resolve import resolve, resolved_event
 
     async def one(ref: Reference) -> Item:
-        node = (await resolve(source, ref, ALL, ctx.engine.limits.resolves)).nodes[0]
+        node = (await resolve(source, ref, ALL, ctx.limits.resolves)).nodes[0]
         if rename is not None:
             node = with_reference(node, rename(ref))
         ctx.reporter.emit(resolved_event(node))

@@ -153,7 +153,7 @@ def mirror_cmd(
         reporter.emit(RunStarted(tuple(names), dest_text, upload=into_registry))
         registry_source = RegistrySource(await ctx.client())
         source = registry_source if into_registry else await _planning_source(ctx, registry_source, dest)
-        planner = plan.Planner(source, ctx.platform, ctx.engine.limits.resolves)
+        planner = plan.Planner(source, ctx.platform, ctx.limits.resolves)
         if wanted is not None:
             result = await plan.plan(planner, wanted, keep_going, reporter)
         else:

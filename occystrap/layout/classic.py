@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from occystrap import digest as digests
-from occystrap.decode import GZIP_MAGIC, ZSTD_MAGIC
 from occystrap.errors import ManifestError
 from occystrap.layout.store import Store, iter_chunks, safe_name
 from occystrap.mediatypes import (
@@ -18,10 +17,11 @@ from occystrap.mediatypes import (
     DOCKER_LAYER_GZIP,
     DOCKER_LAYER_TAR,
     DOCKER_MANIFEST,
+    GZIP_MAGIC,
     OCI_LAYER_ZSTD,
+    ZSTD_MAGIC,
 )
 from occystrap.model import Descriptor
-from occystrap.streamcheck import stream_digest
 
 
 @dataclass
@@ -73,6 +73,6 @@ def describe_layer(store: Store, name: str, made: Made) -> Descriptor:
         if head.startswith(ZSTD_MAGIC)
         else DOCKER_LAYER_TAR
     )
-    digest, size = stream_digest(iter_chunks(store, name))
+    digest, size = digests.of_chunks(iter_chunks(store, name))
     made.members[digest] = name
     return Descriptor(media, digest, size)
