@@ -12,7 +12,6 @@ from occystrap.commands.common import Context, client_options, registry_options,
 from occystrap.commands.common import run as run_command
 from occystrap.commands.push import placement_options
 from occystrap.errors import UsageError
-from occystrap.events import Info, RunStarted, Warning_
 from occystrap.sources.base import Source
 
 
@@ -144,6 +143,7 @@ def mirror_cmd(
             raise UsageError(f"{dest} exists and is not a directory")
 
     async def body(ctx: Context) -> None:
+        from occystrap.events import Info, RunStarted, Warning_
         from occystrap.mirror import changes, dryrun, plan, run
         from occystrap.sources.registry import RegistrySource
 
