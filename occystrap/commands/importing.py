@@ -111,7 +111,7 @@ async def _into_directory(
     # Held from the check to the commit: no prune may take the base away in between.
     with dirlock.shared(root):
         if meta is not None and meta.base_blobs:
-            missing = await missing_in_dir(root, meta.base_blobs, ctx.engine.limits.resolves)
+            missing = await missing_in_dir(root, meta.base_blobs, ctx.limits.resolves)
             if missing:
                 raise refusal(meta, missing, layout.name, str(root))
         sink = BaseAware(DirectorySink(root, unique_names=True, platform=ctx.platform), base, checked=True)
@@ -141,7 +141,7 @@ async def _into_registry(
     if meta is not None and meta.base_blobs:
         elsewhere = [placement.place(reference.parse(name)) for name in meta.base_repositories]
         missing, known = await missing_in_registry(
-            Uploader(client), items, meta.base_blobs, elsewhere, ctx.engine.limits.resolves
+            Uploader(client), items, meta.base_blobs, elsewhere, ctx.limits.resolves
         )
         if missing:
             raise refusal(meta, missing, layout.name, destination)

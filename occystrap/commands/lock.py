@@ -70,7 +70,7 @@ def lock_cmd(
 
         ctx.reporter.emit(RunStarted(tuple(s.name for s in wanted.images), str(path)))
         source = RegistrySource(await ctx.client())
-        planner = plan.Planner(source, ctx.platform, ctx.engine.limits.resolves)
+        planner = plan.Planner(source, ctx.platform, ctx.limits.resolves)
         result = await plan.plan(planner, wanted, reporter=ctx.reporter)
         new = result.lock()
         changes = moved(old, new)

@@ -12,7 +12,6 @@ from occystrap.commands.common import Context, registry_options, wrap_errors
 from occystrap.commands.common import run as run_command
 from occystrap.commands.push import placement_options
 from occystrap.errors import UsageError
-from occystrap.events import Info, RunStarted, Warning_
 from occystrap.sources.base import Source
 
 
@@ -148,6 +147,7 @@ def mirror_cmd(
             raise UsageError(f"{dest} exists and is not a directory")
 
     async def body(ctx: Context) -> None:
+        from occystrap.events import Info, RunStarted, Warning_
         from occystrap.mirror import changes, dryrun, plan, run
         from occystrap.sources.registry import RegistrySource
 
@@ -157,7 +157,7 @@ def mirror_cmd(
         reporter.emit(RunStarted(tuple(names), dest_text, upload=into_registry))
         registry_source = RegistrySource(await ctx.client())
         source = registry_source if into_registry else await _planning_source(ctx, registry_source, dest)
-        planner = plan.Planner(source, ctx.platform, ctx.engine.limits.resolves)
+        planner = plan.Planner(source, ctx.platform, ctx.limits.resolves)
         if not locked and wanted is not None:
             result = await plan.plan(planner, wanted, keep_going, reporter)
         else:

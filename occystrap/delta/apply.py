@@ -15,6 +15,7 @@ from pathlib import Path
 
 import anyio
 
+from occystrap import digest as digests
 from occystrap.concurrency import gather
 from occystrap.delta.meta import BASE_REASON, DELTA_NAME, BaseBlob, DeltaMeta, parse
 from occystrap.engine import Item
@@ -26,7 +27,6 @@ from occystrap.reference import Reference
 from occystrap.registry.upload import Uploader
 from occystrap.sinks.base import BlobTarget, Sink
 from occystrap.sources.base import Fetched, Source
-from occystrap.streamcheck import file_digest
 
 SHOWN = 20  # missing blobs named in the one error line; the rest are counted
 
@@ -51,7 +51,7 @@ def refusal(meta: DeltaMeta, missing: Sequence[BaseBlob], bundle: str, dest: str
 
 def _held_file(root: Path, blob: BaseBlob) -> bool:
     try:
-        return file_digest(root / blob_path(blob.digest)) == (blob.digest, blob.size)
+        return digests.of_file(root / blob_path(blob.digest)) == (blob.digest, blob.size)
     except OSError:
         return False
 
