@@ -11,8 +11,6 @@ import click
 
 from occystrap.commands.common import Context, progress_options, run, transfer_options, wrap_errors
 from occystrap.commands.push import dest_credentials, placement_options
-from occystrap.events import Info, RunStarted
-from occystrap.ui.units import human
 
 if TYPE_CHECKING:
     from occystrap.delta.apply import BaseAware
@@ -73,7 +71,9 @@ def import_cmd(bundle: Path, destination: str, keep_host: bool, maps: tuple[str,
     async def body(ctx: Context) -> None:
         from occystrap.commands.local import resolve_all
         from occystrap.delta.apply import read_meta
+        from occystrap.events import Info, RunStarted
         from occystrap.sources.layout import LayoutSource
+        from occystrap.ui.units import human
 
         layout = LayoutSource(bundle)
         ctx.stack.push_async_callback(layout.aclose)

@@ -10,7 +10,6 @@ from typing import Any
 import click
 
 from occystrap.commands.common import Context, registry_options, run, wrap_errors
-from occystrap.events import Info, RunStarted
 
 
 @click.command("lock")
@@ -64,6 +63,7 @@ def lock_cmd(
     stale: list[bool] = []
 
     async def body(ctx: Context) -> None:
+        from occystrap.events import Info, RunStarted
         from occystrap.mirror import plan
         from occystrap.mirror.lockcheck import moved
         from occystrap.sources.registry import RegistrySource

@@ -8,9 +8,7 @@ from typing import Any
 
 import click
 
-from occystrap.commands.airgap import FromThread
 from occystrap.commands.common import Context, progress_options, run, wrap_errors
-from occystrap.events import Info, RunStarted
 
 
 @click.command("prune")
@@ -84,6 +82,9 @@ def prune_cmd(
 
     async def body(ctx: Context) -> None:
         import anyio
+
+        from occystrap.commands.airgap import FromThread
+        from occystrap.events import Info, RunStarted
 
         if dry_run:
             found = await anyio.to_thread.run_sync(plan, directory, choose)
