@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -77,6 +78,7 @@ class Chain:
     spec: Path
     bundles: list[Path]
     dry_run: str  # stdout of the --dry-run --since run for v2
+    dry_json: dict[str, Any]  # and with --json
 
 
 @pytest.fixture(scope="module")
@@ -88,14 +90,17 @@ def chain(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Chain
     spec = work / "images.yaml"
     spec.write_text(f"images:\n  - name: {repo}\n    include: ['^v']\n")
     bundles = [work / f"v{k + 1}.tar" for k in range(3)]
-    dry = ""
+    dry, dry_json = "", {}
     for k, built in enumerate(versions):
         registry.push_image("airgap/app", f"v{k + 1}", built)
         since = ["--since", str(bundles[k - 1])] if k else []
         if k == 1:
             dry = ok("mirror", "--dry-run", *since, str(spec), str(work / "dry.tar")).stdout
+            dry_json = json.loads(
+                ok("mirror", "--dry-run", "--json", *since, str(spec), str(work / "d.tar")).stdout
+            )
         ok("mirror", "-q", *since, str(spec), str(bundles[k]))
-    return Chain(registry, repo, versions, layers, spec, bundles, dry)
+    return Chain(registry, repo, versions, layers, spec, bundles, dry, dry_json)
 
 
 def test_delta_bundles_hold_only_new_layers_and_name_their_base(chain: Chain) -> None:
@@ -128,6 +133,9 @@ def test_delta_bundles_hold_only_new_layers_and_name_their_base(chain: Chain) ->
         f"delta over v1.tar: 1 layer blobs, {layers[2].size / 1e6:.1f} MB ({layers[2].size} bytes) (33%)"
         f" of the full bundle's 3, {full / 1e6:.1f} MB ({full} bytes); 2 blobs" in chain.dry_run
     )
+    delta = chain.dry_json["delta"]
+    assert delta["base"] == "v1.tar" and delta["bytes"] == layers[2].size and delta["full"]["bytes"] == full
+    assert delta["left_to_base"] == {"blobs": 2, "bytes": layers[0].size + layers[1].size}
 
 
 def test_verify_accepts_a_delta_but_not_a_damaged_one(chain: Chain, tmp_path: Path) -> None:
@@ -276,6 +284,8 @@ def test_mirror_prune_drops_tags_no_longer_mirrored(chain: Chain, tmp_path: Path
     one.write_text(f"images:\n  - name: {chain.repo}\n    tags: [v1]\n")
     dry = ok("mirror", "--dry-run", "--prune", str(one), str(dest)).stdout
     assert f"prune: would remove {chain.repo}:v2" in dry and "would remove 2 tag(s), 6 blob(s)" in dry
+    planned = json.loads(ok("mirror", "--dry-run", "--json", "--prune", str(one), str(dest)).stdout)["prune"]
+    assert planned["remove"] == [f"{chain.repo}:v2", f"{chain.repo}:v3"] and planned["blobs"] == 6
     proc = ok("mirror", "--progress", "plain", "--prune", str(one), str(dest))
     assert "removed 2 tag(s), 6 blob(s)" in proc.stderr
     assert set(json.loads((dest / "catalog.json").read_text())["images"][chain.repo]) == {"v1"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.from_thread
@@ -13,10 +14,14 @@ from occystrap import digest as digests
 from occystrap.delta.base import Base, size_line
 from occystrap.events import Event, Info, Reporter
 from occystrap.layout import catalog
+from occystrap.layout.writer import streamed
 from occystrap.mirror import keep, lockfile
 from occystrap.mirror.plan import Plan
 from occystrap.platform import Platform
 from occystrap.sinks.base import Sink
+
+if TYPE_CHECKING:
+    from occystrap.prune import Pruning
 
 
 def check_options(dest: Path | None, since: Path | None, prune: bool) -> None:
@@ -43,14 +48,43 @@ def sink_factory(dest: Path, platform: Platform, base: Base | None, result: Plan
     return lambda: DeltaTarballSink(dest, meta, platform)
 
 
+def _pruning(dest: Path, result: Plan, prune: bool) -> Pruning | None:
+    if not prune or not (dest / "catalog.json").is_file():
+        return None
+    from occystrap import prune as pruning
+
+    return pruning.plan(dest, lambda images, _: keep.planned(images, result), after=result.nodes)
+
+
 def dry_run_lines(dest: Path, result: Plan, base: Base | None, prune: bool) -> list[str]:
     lines = [size_line(base, result.nodes)] if base is not None else []
-    if prune and (dest / "catalog.json").is_file():
-        from occystrap import prune as pruning
+    found = _pruning(dest, result, prune)
+    return lines + (["prune: " + line for line in found.lines()] if found is not None else [])
 
-        found = pruning.plan(dest, lambda images, _: keep.planned(images, result), after=result.nodes)
-        lines += ["prune: " + line for line in found.lines()]
-    return lines
+
+def dry_run_json(dest: Path, result: Plan, base: Base | None, prune: bool) -> dict[str, Any]:
+    """--dry-run --json: the delta's size against the full bundle's, and what prune would remove."""
+    doc: dict[str, Any] = {}
+    if base is not None:
+        full = streamed(result.nodes)
+        left = base.omitted(result.nodes)
+        full_bytes, left_bytes = sum(l.descriptor.size for l in full), sum(b.size for b in left)
+        doc["delta"] = {
+            "base": base.name,
+            "base_lock_digest": base.lock_digest,
+            "blobs": len(full) - len(left),
+            "bytes": full_bytes - left_bytes,
+            "full": {"blobs": len(full), "bytes": full_bytes},
+            "left_to_base": {"blobs": len(left), "bytes": left_bytes},
+        }
+    found = _pruning(dest, result, prune)
+    if found is not None:
+        doc["prune"] = {
+            "remove": [str(r) for r in found.removed],
+            "blobs": len(found.blobs),
+            "bytes": found.freed,
+        }
+    return doc
 
 
 class FromThread:

@@ -177,12 +177,14 @@ def mirror_cmd(
             found = await mirror_into(ctx, source, result, placement, dest_text, keep_going, dry_run)
         elif dry_run:
             if as_json:
-                click.echo(json.dumps(dryrun.dry_run_json(result, dest), indent=2))
+                doc = dryrun.dry_run_json(result, dest) | airgap.dry_run_json(dest, result, base, prune)
+                click.echo(json.dumps(doc, indent=2))
             else:
-                for line in dryrun.dry_run_report(result, dest):
+                for line in [
+                    *dryrun.dry_run_report(result, dest),
+                    *airgap.dry_run_lines(dest, result, base, prune),
+                ]:
                     click.echo(line)
-            for line in airgap.dry_run_lines(dest, result, base, prune):
-                click.echo(line)
         else:
             found = changes.changes(result, changes.held_manifests(dest), lockfile.is_tarball(dest))
             whole = lockfile.is_tarball(dest)
