@@ -333,3 +333,25 @@ def test_lock_prints_moved_tags_and_locked_checks_the_spec(registry: Registry, t
     old = tmp_path / "old.lock"
     old.write_text(json.dumps(read_lock(lock), indent=2, sort_keys=True) + "\n")
     ok("mirror", "-q", "--locked", "--lock", str(old), str(spec), str(tmp_path / "old.tar"))
+
+
+def test_since_a_lock_file_or_a_merged_directory(chain: Chain, tmp_path: Path) -> None:
+    digests = [l.digest for l in chain.layers]
+    lock = chain.bundles[0].with_name("v1.tar.lock")
+    from_lock = tmp_path / "from-lock.tar"
+    ok("mirror", "-q", "--since", str(lock), str(chain.spec), str(from_lock))
+    meta = json.loads(_member(from_lock, "occystrap-delta.json"))
+    assert meta["base"]["from"] == "v1.tar.lock"
+    assert meta["base"]["lock_digest"] == "sha256:" + hashlib.sha256(lock.read_bytes()).hexdigest()
+    assert sorted(b["digest"] for b in meta["base"]["blobs"]) == sorted(digests[:2])
+    site = tmp_path / "site"
+    ok("import", "-q", str(chain.bundles[0]), str(site))
+    ok("import", "-q", str(from_lock), str(site))
+    assert ok("verify", str(site)).stdout.startswith("OK: ")
+    # The site itself as the base: every layer is there, so the delta carries documents only.
+    nothing_new = tmp_path / "nothing-new.tar"
+    ok("mirror", "-q", "--since", str(site), str(chain.spec), str(nothing_new))
+    meta = json.loads(_member(nothing_new, "occystrap-delta.json"))
+    assert sorted(b["digest"] for b in meta["base"]["blobs"]) == sorted(digests)
+    assert meta["base"]["from"] == "site" and meta["base"]["lock_digest"] is None  # imports write no lock
+    assert not set(digests) & _blobs(nothing_new)
