@@ -77,9 +77,12 @@ def mirror_cmd(
     directory: blobs stored once, catalog.json, and a multi-image OCI layout.
     Blobs shared between images are moved once; blobs DEST already holds are not
     moved again, and in a registry tags that already name the same content are
-    left alone. A lock file ({image: {tag: {platform: digest}}}) is written beside
-    a local result (or where --lock says). Each image's tags are reported as new,
-    updated or unchanged in DEST.
+    left alone. A lock file ({"version": 2, "images": {image: {tag: {platform:
+    digest}}}}) is written beside a local result (or where --lock says). Each
+    image's tags are reported as new, updated or unchanged in DEST. With --since
+    OLD the bundle is a delta: every manifest and config, but only the layers OLD
+    lacks (`occystrap import` applies it where OLD was imported; it does not load
+    on its own).
 
     \b
     SPEC.yaml:
