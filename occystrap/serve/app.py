@@ -1,0 +1,189 @@
+"""The distribution API's pull side over indexed content: aiohttp handlers, one route.
+
+One catch-all route, dispatched by `names.route` on the raw path: aiohttp's router
+would decode and match before we could refuse what the spec's grammar does not allow.
+The order of checks is fixed: credentials, then the method (everything but GET and
+HEAD is a write, refused whatever the path), then the path, name and reference.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from occystrap.digest import Digest
+from occystrap.serve import names
+from occystrap.serve.auth import Htpasswd
+from occystrap.serve.index import Blob, Content
+from occystrap.serve.names import RequestError, Route
+from occystrap.serve.send import ClientGone, Deadline
+
+API_VERSION = ("Docker-Distribution-Api-Version", "registry/2.0")
+JSON = "application/json"
+
+Handler = Callable[[web.Request, Route], Awaitable[web.StreamResponse]]
+
+
+def error_response(exc: RequestError) -> web.Response:
+    """The spec's error document (aiohttp leaves the body out of a HEAD answer, keeping its length)."""
+    body = json.dumps({"errors": [{"code": exc.code, "message": exc.message, "detail": None}]}).encode()
+    return web.Response(status=exc.status, body=body, headers=exc.headers, content_type=JSON)
+
+
+class Files:
+    """Descriptors of the files blobs live in. A tarball is opened once and shared (reads
+    take explicit offsets), so a tarball replaced while serving is still read as indexed."""
+
+    def __init__(self, content: Content) -> None:
+        self._shared: dict[str, int] = {}
+        if content.source.is_file():
+            self._shared[str(content.source)] = os.open(content.source, os.O_RDONLY | os.O_CLOEXEC)
+
+    def open(self, blob: Blob) -> tuple[int, bool]:
+        """The descriptor, and whether the caller must close it."""
+        shared = self._shared.get(blob.file)
+        if shared is not None:
+            return shared, False
+        return os.open(blob.file, os.O_RDONLY | os.O_CLOEXEC), True
+
+    def close(self) -> None:
+        for fd in self._shared.values():
+            os.close(fd)
+        self._shared.clear()
+
+
+class RegistryApp:
+    def __init__(self, content: Content, deadline: Deadline, auth: Htpasswd | None = None) -> None:
+        self.content = content
+        self.deadline = deadline
+        self.auth = auth
+        self.files = Files(content)
+        self._handlers: dict[str, Handler] = {
+            "base": self._base,
+            "catalog": self._catalog,
+            "tags": self._tags,
+            "manifest": self._manifest,
+            "blob": self._blob,
+        }
+
+    def application(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        app.on_response_prepare.append(_common_headers)
+        app.on_cleanup.append(self._cleanup)
+        return app
+
+    async def _cleanup(self, app: web.Application) -> None:
+        self.files.close()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        try:
+            if self.auth is not None and not await self.auth.allows(request.headers.get("Authorization")):
+                raise RequestError(
+                    401, "UNAUTHORIZED", "authentication required", {"WWW-Authenticate": self.auth.challenge}
+                )
+            if request.method not in ("GET", "HEAD"):
+                raise RequestError(
+                    405, "UNSUPPORTED", f"{request.method[:32]} is not supported: this registry is read-only",
+                    {"Allow": "GET, HEAD"},
+                )  # fmt: skip
+            route = names.route(request.raw_path)
+            if route is None or route.kind == "upload":
+                if route is not None:
+                    raise RequestError(405, "UNSUPPORTED", "this registry is read-only: no uploads")
+                raise RequestError(404, "UNSUPPORTED", "no such endpoint")
+            return await self._handlers[route.kind](request, route)
+        except RequestError as exc:
+            return error_response(exc)
+
+    async def _base(self, request: web.Request, route: Route) -> web.StreamResponse:
+        return await self._send(request, web.StreamResponse(), b"{}", JSON)
+
+    async def _catalog(self, request: web.Request, route: Route) -> web.StreamResponse:
+        return await self._listing(request, "/v2/_catalog", "repositories", self.content.catalog(), {})
+
+    async def _tags(self, request: web.Request, route: Route) -> web.StreamResponse:
+        repo = self.content.repository(route.name)
+        path = f"/v2/{route.name}/tags/list"
+        return await self._listing(request, path, "tags", sorted(repo.tags), {"name": route.name})
+
+    async def _listing(
+        self, request: web.Request, path: str, key: str, items: list[str], extra: dict[str, Any]
+    ) -> web.StreamResponse:
+        n = request.query.get("n")
+        chosen, more = names.page(items, n, request.query.get("last"))
+        response = web.StreamResponse()
+        if more and chosen:
+            response.headers["Link"] = names.next_link(path, len(chosen), chosen[-1])
+        body = json.dumps({**extra, key: chosen}).encode()
+        return await self._send(request, response, body, JSON)
+
+    async def _manifest(self, request: web.Request, route: Route) -> web.StreamResponse:
+        repo = self.content.repository(route.name)
+        wanted = names.check_reference(route.reference)
+        digest = wanted if isinstance(wanted, Digest) else repo.tags.get(wanted)
+        if digest is None or digest not in repo.manifests:
+            raise RequestError(404, "MANIFEST_UNKNOWN", f"manifest {route.reference} is not in {route.name}")
+        manifest = self.content.manifests[digest]
+        response = web.StreamResponse(headers={"Docker-Content-Digest": digest, "ETag": f'"{digest}"'})
+        return await self._send(request, response, manifest.data, manifest.media_type)
+
+    async def _blob(self, request: web.Request, route: Route) -> web.StreamResponse:
+        repo = self.content.repository(route.name)
+        digest = names.check_digest(route.reference)
+        blob = self.content.blobs.get(digest)
+        if blob is None or digest not in repo.blobs:
+            raise RequestError(404, "BLOB_UNKNOWN", f"blob {digest} is not in {route.name}")
+        wanted = names.parse_range(request.headers.get("Range"), blob.size)
+        first, last = wanted if wanted is not None else (0, blob.size - 1)
+        count = last - first + 1
+        response = web.StreamResponse(
+            status=206 if wanted is not None else 200,
+            headers={"Docker-Content-Digest": digest, "ETag": f'"{digest}"', "Accept-Ranges": "bytes"},
+        )
+        if wanted is not None:
+            response.headers["Content-Range"] = f"bytes {first}-{last}/{blob.size}"
+        if blob.data is not None:
+            return await self._send(
+                request, response, blob.data[first : last + 1], "application/octet-stream"
+            )
+        try:
+            fd, owned = self.files.open(blob)
+        except OSError:  # removed since start-up (a directory being rewritten)
+            raise RequestError(404, "BLOB_UNKNOWN", f"blob {digest} is no longer readable") from None
+        try:
+            response.content_type = "application/octet-stream"
+            response.content_length = count
+            await response.prepare(request)
+            if request.method == "GET" and count:
+                await self.deadline.region(request, response, blob, fd, first, count)
+            await response.write_eof()
+        except ClientGone:
+            pass
+        finally:
+            if owned:
+                os.close(fd)
+        return response
+
+    async def _send(
+        self, request: web.Request, response: web.StreamResponse, body: bytes, content_type: str
+    ) -> web.StreamResponse:
+        response.content_type = content_type
+        response.content_length = len(body)
+        try:
+            await response.prepare(request)
+            if request.method == "GET":
+                await self.deadline.write(request, response, body)
+            await response.write_eof()
+        except ClientGone:
+            pass
+        return response
+
+
+async def _common_headers(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers[API_VERSION[0]] = API_VERSION[1]
+    response.headers["X-Content-Type-Options"] = "nosniff"

@@ -1,0 +1,140 @@
+"""Running the registry: listen, log each request, stop cleanly on SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from aiohttp import abc, web
+
+from occystrap.errors import UsageError
+from occystrap.reference import split_host_port
+from occystrap.serve.app import RegistryApp
+from occystrap.serve.auth import Htpasswd
+from occystrap.serve.index import Content
+from occystrap.serve.send import SENT, Deadline
+
+# In-flight pulls get this long to finish once a stop is asked for; then they are cut.
+SHUTDOWN_GRACE = 5.0
+_LOGGED_PATH = 300
+
+
+@dataclass(frozen=True)
+class Options:
+    host: str
+    port: int
+    timeout: float
+    tls: ssl.SSLContext | None = None
+    auth: Htpasswd | None = None
+    access_log: bool = True
+    verbose: bool = False
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """HOST:PORT, [IPv6]:PORT or :PORT (every interface)."""
+    try:
+        host, port = split_host_port(text)
+    except ValueError:
+        port = None
+    if port is None or not 0 <= port <= 65535:
+        raise UsageError(f"--listen wants HOST:PORT, not {text!r}")
+    return host, port
+
+
+def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise UsageError("--tls-cert and --tls-key go together")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"cannot use {cert} and {key} for TLS: {exc}") from None
+    return context
+
+
+class AccessLog(abc.AbstractAccessLogger):
+    """One line per request on stderr: client, method, path, status, body bytes, milliseconds."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        sent = request.get(SENT)
+        if sent is None:  # not streamed by us: an error, or aiohttp's answer to a malformed request
+            body = getattr(response, "body", None)
+            sent = len(body) if isinstance(body, bytes) and request.method != "HEAD" else 0
+        path = quote(request.raw_path[:_LOGGED_PATH], safe="/:@?&=+,;%~-._[]!$'()*")
+        method = quote(request.method[:32], safe="")
+        line = f"{request.remote} {method} {path} {response.status} {sent} {time * 1000:.1f}ms\n"
+        try:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+        except OSError:  # stderr gone: serving matters more than logging
+            pass
+
+
+async def serve(content: Content, options: Options, announce: Callable[[str], None]) -> str:
+    """Serve until SIGINT or SIGTERM; the name of the signal that stopped it."""
+    registry = RegistryApp(content, Deadline(options.timeout), options.auth)
+    _quiet_aiohttp(options.verbose)
+    runner = web.AppRunner(
+        registry.application(),
+        access_log_class=AccessLog,
+        access_log=logging.getLogger("occystrap.serve.access") if options.access_log else None,
+        # Also the deadline for a request's headers: the timer starts when the connection
+        # does, so a client trickling a request line is dropped like an idle one.
+        keepalive_timeout=options.timeout,
+        shutdown_timeout=SHUTDOWN_GRACE,
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, options.host or None, options.port, ssl_context=options.tls)
+        try:
+            await site.start()
+        except OSError as exc:
+            where = f"{options.host}:{options.port}"
+            raise UsageError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+        announce(_url(runner.addresses[0], options.tls is not None))
+        return await _until_signal()
+    finally:
+        await runner.cleanup()
+
+
+async def _until_signal() -> str:
+    loop = asyncio.get_running_loop()
+    stopped: asyncio.Future[str] = loop.create_future()
+
+    def stop(sig: signal.Signals) -> None:
+        if not stopped.done():
+            stopped.set_result(sig.name)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop, sig)
+    try:
+        return await stopped
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def _url(address: tuple[str, int] | tuple[str, int, int, int], tls: bool) -> str:
+    host, port = address[0], address[1]
+    shown = f"[{host}]" if ":" in host else host
+    return f"{'https' if tls else 'http'}://{shown}:{port}/"
+
+
+def _quiet_aiohttp(verbose: bool) -> None:
+    """aiohttp logs a traceback for every malformed request; the access log already has a
+    line for it (a 400), so the traceback is only wanted when debugging."""
+    logger = logging.getLogger("aiohttp.server")
+    logger.propagate = False
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("occystrap: %(message)s"))
+    logger.addHandler(handler if verbose else logging.NullHandler())
+    logger.setLevel(logging.DEBUG if verbose else logging.CRITICAL)
