@@ -23,6 +23,7 @@ _HOST = rf"(?:\[[0-9a-fA-F:]+\]|{_LABEL}(?:\.{_LABEL})*)"
 _QUALIFIED = re.compile(rf"{_HOST}(?::[0-9]{{1,5}})?/{_COMPONENT}(?:/{_COMPONENT})*")
 TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 MAX_NAME = 255
+ALGORITHMS = ("sha256", "sha512")
 # Distribution answers at most 1000 entries a page; asking for more gets a page of 1000.
 MAX_PAGE = 1000
 # Eighteen digits are more bytes than any file holds, and keep int() away from hostile lengths.
@@ -46,15 +47,19 @@ def is_name(text: str) -> bool:
 
 def check_name(text: str) -> str:
     if not is_name(text):
-        raise RequestError(400, "NAME_INVALID", f"invalid repository name {text!r}")
+        raise RequestError(400, "NAME_INVALID", f"invalid repository name {text[:100]!r}")
     return text
 
 
 def check_digest(text: str) -> Digest:
+    """A digest of an algorithm layouts use, with its exact hex length; DIGEST_INVALID otherwise."""
     try:
-        return Digest.parse(text)
+        digest = Digest.parse(text)
     except ValueError as exc:
-        raise RequestError(400, "DIGEST_INVALID", str(exc)) from None
+        raise RequestError(400, "DIGEST_INVALID", str(exc)[:200]) from None
+    if digest.algorithm not in ALGORITHMS:
+        raise RequestError(400, "DIGEST_INVALID", f"unsupported digest algorithm {digest.algorithm[:32]!r}")
+    return digest
 
 
 def check_reference(text: str) -> str | Digest:
@@ -62,7 +67,7 @@ def check_reference(text: str) -> str | Digest:
     if ":" in text:
         return check_digest(text)
     if not TAG.fullmatch(text):
-        raise RequestError(404, "MANIFEST_UNKNOWN", f"{text!r} is not a valid tag: no manifest has it")
+        raise RequestError(404, "MANIFEST_UNKNOWN", f"{text[:100]!r} is not a valid tag: no manifest has it")
     return text
 
 
@@ -75,11 +80,12 @@ class Route:
     reference: str = ""
 
 
-# /v2/<name>/<what>: the name is everything before the last match of the route's suffix.
+# /v2/<name>/<what>/<reference>: the name runs to the last `/<what>/`; whatever follows is the
+# reference, slashes and all, so `blobs/sha256:../../x` is refused as a digest, not a path.
 _ROUTES = (
-    ("manifest", re.compile(r"/v2/(?P<name>.+)/manifests/(?P<ref>[^/]*)")),
+    ("manifest", re.compile(r"/v2/(?P<name>.+)/manifests/(?P<ref>.*)")),
     ("upload", re.compile(r"/v2/(?P<name>.+)/blobs/uploads(?P<ref>/.*)?")),
-    ("blob", re.compile(r"/v2/(?P<name>.+)/blobs/(?P<ref>[^/]*)")),
+    ("blob", re.compile(r"/v2/(?P<name>.+)/blobs/(?P<ref>.*)")),
     ("tags", re.compile(r"/v2/(?P<name>.+)/tags/list(?P<ref>)")),
 )
 
