@@ -134,12 +134,12 @@ def access_lines(served: Served, needle: str) -> list[str]:
     return [line for line in served.lines() if needle in line and not line.startswith("occystrap:")]
 
 
-def wait_for_line(served: Served, needle: str, limit: float = 120.0) -> str:
-    """The first access log line containing `needle`, once the server has written it."""
+def wait_for_line(served: Served, needle: str, seen: int = 0, limit: float = 120.0) -> str:
+    """The access log line containing `needle` after the `seen` earlier ones, once written."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         found = access_lines(served, needle)
-        if found:
-            return found[0]
+        if len(found) > seen:
+            return found[seen]
         time.sleep(0.05)
     raise AssertionError(f"no log line with {needle!r}:\n" + "\n".join(served.lines()[-30:]))

@@ -1,9 +1,9 @@
-"""The distribution API's pull side over indexed content: aiohttp handlers, one route.
+"""The distribution API's pull side over indexed content: one aiohttp handler for every request.
 
-One catch-all route, dispatched by `names.route` on the raw path: aiohttp's router
-would decode and match before we could refuse what the spec's grammar does not allow.
-The order of checks is fixed: credentials, then the method (everything but GET and
-HEAD is a write, refused whatever the path), then the path, name and reference.
+No router: `names.route` reads the raw path, since a router would decode and match before
+we could refuse what the spec's grammar does not allow. The order of checks is fixed:
+credentials, then the method (everything but GET and HEAD is a write, refused whatever
+the path), then the path, name and reference.
 """
 
 from __future__ import annotations
@@ -22,16 +22,21 @@ from occystrap.serve.index import Blob, Content
 from occystrap.serve.names import RequestError, Route
 from occystrap.serve.send import ClientGone, Deadline
 
-API_VERSION = ("Docker-Distribution-Api-Version", "registry/2.0")
 JSON = "application/json"
+COMMON_HEADERS = {"Docker-Distribution-Api-Version": "registry/2.0", "X-Content-Type-Options": "nosniff"}
 
-Handler = Callable[[web.Request, Route], Awaitable[web.StreamResponse]]
+Handler = Callable[[web.BaseRequest, Route], Awaitable[web.StreamResponse]]
 
 
 def error_response(exc: RequestError) -> web.Response:
     """The spec's error document (aiohttp leaves the body out of a HEAD answer, keeping its length)."""
     body = json.dumps({"errors": [{"code": exc.code, "message": exc.message, "detail": None}]}).encode()
-    return web.Response(status=exc.status, body=body, headers=exc.headers, content_type=JSON)
+    headers = {**COMMON_HEADERS, **exc.headers}
+    return web.Response(status=exc.status, body=body, headers=headers, content_type=JSON)
+
+
+def _response(status: int = 200, headers: dict[str, str] | None = None) -> web.StreamResponse:
+    return web.StreamResponse(status=status, headers={**COMMON_HEADERS, **(headers or {})})
 
 
 class Files:
@@ -70,69 +75,57 @@ class RegistryApp:
             "blob": self._blob,
         }
 
-    def application(self) -> web.Application:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self.handle)
-        app.on_response_prepare.append(_common_headers)
-        app.on_cleanup.append(self._cleanup)
-        return app
-
-    async def _cleanup(self, app: web.Application) -> None:
-        self.files.close()
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         try:
             if self.auth is not None and not await self.auth.allows(request.headers.get("Authorization")):
                 raise RequestError(
                     401, "UNAUTHORIZED", "authentication required", {"WWW-Authenticate": self.auth.challenge}
                 )
-            if request.method not in ("GET", "HEAD"):
+            route = names.route(request.raw_path) if request.method in ("GET", "HEAD") else None
+            if request.method not in ("GET", "HEAD") or (route is not None and route.kind == "upload"):
                 raise RequestError(
-                    405, "UNSUPPORTED", f"{request.method[:32]} is not supported: this registry is read-only",
-                    {"Allow": "GET, HEAD"},
+                    405, "UNSUPPORTED", f"{request.method[:32]} {route.kind if route else 'of anything'}"
+                    " is not supported: this registry is read-only", {"Allow": "GET, HEAD"},
                 )  # fmt: skip
-            route = names.route(request.raw_path)
-            if route is None or route.kind == "upload":
-                if route is not None:
-                    raise RequestError(405, "UNSUPPORTED", "this registry is read-only: no uploads")
+            if route is None:
                 raise RequestError(404, "UNSUPPORTED", "no such endpoint")
             return await self._handlers[route.kind](request, route)
         except RequestError as exc:
             return error_response(exc)
 
-    async def _base(self, request: web.Request, route: Route) -> web.StreamResponse:
-        return await self._send(request, web.StreamResponse(), b"{}", JSON)
+    async def _base(self, request: web.BaseRequest, route: Route) -> web.StreamResponse:
+        return await self._send(request, _response(), b"{}", JSON)
 
-    async def _catalog(self, request: web.Request, route: Route) -> web.StreamResponse:
+    async def _catalog(self, request: web.BaseRequest, route: Route) -> web.StreamResponse:
         return await self._listing(request, "/v2/_catalog", "repositories", self.content.catalog(), {})
 
-    async def _tags(self, request: web.Request, route: Route) -> web.StreamResponse:
+    async def _tags(self, request: web.BaseRequest, route: Route) -> web.StreamResponse:
         repo = self.content.repository(route.name)
         path = f"/v2/{route.name}/tags/list"
         return await self._listing(request, path, "tags", sorted(repo.tags), {"name": route.name})
 
     async def _listing(
-        self, request: web.Request, path: str, key: str, items: list[str], extra: dict[str, Any]
+        self, request: web.BaseRequest, path: str, key: str, items: list[str], extra: dict[str, Any]
     ) -> web.StreamResponse:
         n = request.query.get("n")
         chosen, more = names.page(items, n, request.query.get("last"))
-        response = web.StreamResponse()
+        response = _response()
         if more and chosen:
             response.headers["Link"] = names.next_link(path, len(chosen), chosen[-1])
         body = json.dumps({**extra, key: chosen}).encode()
         return await self._send(request, response, body, JSON)
 
-    async def _manifest(self, request: web.Request, route: Route) -> web.StreamResponse:
+    async def _manifest(self, request: web.BaseRequest, route: Route) -> web.StreamResponse:
         repo = self.content.repository(route.name)
         wanted = names.check_reference(route.reference)
         digest = wanted if isinstance(wanted, Digest) else repo.tags.get(wanted)
         if digest is None or digest not in repo.manifests:
             raise RequestError(404, "MANIFEST_UNKNOWN", f"manifest {route.reference} is not in {route.name}")
         manifest = self.content.manifests[digest]
-        response = web.StreamResponse(headers={"Docker-Content-Digest": digest, "ETag": f'"{digest}"'})
+        response = _response(headers={"Docker-Content-Digest": digest, "ETag": f'"{digest}"'})
         return await self._send(request, response, manifest.data, manifest.media_type)
 
-    async def _blob(self, request: web.Request, route: Route) -> web.StreamResponse:
+    async def _blob(self, request: web.BaseRequest, route: Route) -> web.StreamResponse:
         repo = self.content.repository(route.name)
         digest = names.check_digest(route.reference)
         blob = self.content.blobs.get(digest)
@@ -141,8 +134,8 @@ class RegistryApp:
         wanted = names.parse_range(request.headers.get("Range"), blob.size)
         first, last = wanted if wanted is not None else (0, blob.size - 1)
         count = last - first + 1
-        response = web.StreamResponse(
-            status=206 if wanted is not None else 200,
+        response = _response(
+            206 if wanted is not None else 200,
             headers={"Docker-Content-Digest": digest, "ETag": f'"{digest}"', "Accept-Ranges": "bytes"},
         )
         if wanted is not None:
@@ -170,7 +163,7 @@ class RegistryApp:
         return response
 
     async def _send(
-        self, request: web.Request, response: web.StreamResponse, body: bytes, content_type: str
+        self, request: web.BaseRequest, response: web.StreamResponse, body: bytes, content_type: str
     ) -> web.StreamResponse:
         response.content_type = content_type
         response.content_length = len(body)
@@ -182,8 +175,3 @@ class RegistryApp:
         except ClientGone:
             pass
         return response
-
-
-async def _common_headers(request: web.Request, response: web.StreamResponse) -> None:
-    response.headers[API_VERSION[0]] = API_VERSION[1]
-    response.headers["X-Content-Type-Options"] = "nosniff"

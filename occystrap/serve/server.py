@@ -12,13 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from aiohttp import abc, web
+from aiohttp import abc, web, web_protocol
+from aiohttp.http_exceptions import BadHttpMethod
 
 from occystrap.errors import UsageError
 from occystrap.reference import split_host_port
-from occystrap.serve.app import RegistryApp
+from occystrap.serve.app import RegistryApp, error_response
 from occystrap.serve.auth import Htpasswd
 from occystrap.serve.index import Content
+from occystrap.serve.names import RequestError
 from occystrap.serve.send import SENT, Deadline
 
 # In-flight pulls get this long to finish once a stop is asked for; then they are cut.
@@ -79,19 +81,45 @@ class AccessLog(abc.AbstractAccessLogger):
             pass
 
 
+class _Protocol(web_protocol.RequestHandler):
+    """aiohttp's connection handler, but a method its HTTP parser does not know (`BREW`) is
+    answered as the registry answers any other method it does not serve: 405 UNSUPPORTED."""
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        response = super().handle_error(request, status, exc, message)
+        if not isinstance(exc, BadHttpMethod) or str(exc.message).startswith("Received HTTPS"):
+            return response
+        refused = RequestError(405, "UNSUPPORTED", "unknown method: this registry is read-only")
+        answer = error_response(refused)
+        answer.headers["Allow"] = "GET, HEAD"
+        answer.force_close()
+        return answer
+
+
+class _Server(web.Server):
+    def __call__(self) -> web_protocol.RequestHandler:
+        return _Protocol(self, loop=self._loop, **self._kwargs)
+
+
 async def serve(content: Content, options: Options, announce: Callable[[str], None]) -> str:
     """Serve until SIGINT or SIGTERM; the name of the signal that stopped it."""
     registry = RegistryApp(content, Deadline(options.timeout), options.auth)
     _quiet_aiohttp(options.verbose)
-    runner = web.AppRunner(
-        registry.application(),
+    server = _Server(
+        registry.handle,
         access_log_class=AccessLog,
         access_log=logging.getLogger("occystrap.serve.access") if options.access_log else None,
         # Also the deadline for a request's headers: the timer starts when the connection
         # does, so a client trickling a request line is dropped like an idle one.
         keepalive_timeout=options.timeout,
-        shutdown_timeout=SHUTDOWN_GRACE,
     )
+    runner = web.ServerRunner(server, shutdown_timeout=SHUTDOWN_GRACE)
     await runner.setup()
     try:
         site = web.TCPSite(runner, options.host or None, options.port, ssl_context=options.tls)
@@ -104,6 +132,7 @@ async def serve(content: Content, options: Options, announce: Callable[[str], No
         return await _until_signal()
     finally:
         await runner.cleanup()
+        registry.files.close()
 
 
 async def _until_signal() -> str:
