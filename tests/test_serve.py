@@ -7,6 +7,7 @@ client must see the digests the source had.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import tarfile
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from tests.support.dockerd import DockerDaemon
 from tests.support.images import BuiltImage, BuiltIndex, Entry
 from tests.support.registry import Registry
 from tests.support.validators import Podman, skopeo_copy, skopeo_inspect, skopeo_inspect_raw
-from tests.test_serve_helpers import Served, serving
+from tests.test_serve_helpers import Served, serving, wait_for_line
 
 
 @dataclass(frozen=True)
@@ -211,3 +212,27 @@ def test_docker_save_tarballs(source: Source, skopeo: str, tmp_path: Path) -> No
         oci_tar = images.write_oci_archive(tmp_path / "oci.tar", source.app_v2, "v2")
     with serving(oci_tar, "--repository", "oci/archive", log=tmp_path / "oci.log") as served:
         assert _raw(served, "oci/archive", "v2") == source.app_v2.manifest
+
+
+def test_sighup_reads_the_directory_again(source: Source, tmp_path: Path) -> None:
+    registry = source.registry
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"images:\n  - name: {registry.host}/serve/app\n    tags: [v1]\n")
+    merged = tmp_path / "merged"
+    ok("mirror", "-q", str(spec), str(merged))
+    with serving(merged, log=tmp_path / "serve.log") as served:
+        assert served.get("/v2/serve/app/tags/list").json()["tags"] == ["v1"]
+        # A broken catalog (a mirror run gone wrong): the re-read fails, the old content stays.
+        catalog = merged / "catalog.json"
+        good = catalog.read_bytes()
+        catalog.write_text("{not json")
+        served.proc.send_signal(signal.SIGHUP)
+        wait_for_line(served, "occystrap: warning: re-reading failed")
+        assert served.get("/v2/serve/app/manifests/v1").body == source.app_v1.manifest
+        catalog.write_bytes(good)
+        spec.write_text(f"images:\n  - name: {registry.host}/serve/app\n    tags: [v1, v2]\n")
+        ok("mirror", "-q", str(spec), str(merged))
+        served.proc.send_signal(signal.SIGHUP)
+        wait_for_line(served, "occystrap: reloaded: serving")
+        assert served.get("/v2/serve/app/tags/list").json()["tags"] == ["v1", "v2"]
+        assert _raw(served, "serve/app", "v2") == source.app_v2.manifest

@@ -131,11 +131,14 @@ def serving(path: Path, *args: str, log: Path, ssl_context: ssl.SSLContext | Non
 
 
 def access_lines(served: Served, needle: str) -> list[str]:
-    return [line for line in served.lines() if needle in line and not line.startswith("occystrap:")]
+    """Lines of the log containing `needle`: access log lines, or the server's own when the
+    needle starts with `occystrap:`."""
+    own = needle.startswith("occystrap:")
+    return [line for line in served.lines() if needle in line and line.startswith("occystrap:") == own]
 
 
 def wait_for_line(served: Served, needle: str, seen: int = 0, limit: float = 120.0) -> str:
-    """The access log line containing `needle` after the `seen` earlier ones, once written."""
+    """The log line containing `needle` after the `seen` earlier ones, once written."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         found = access_lines(served, needle)

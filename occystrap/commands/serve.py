@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
 
 import click
@@ -43,6 +42,7 @@ from occystrap.commands.common import wrap_errors
     type=click.FloatRange(1),
     default=60.0,
     show_default=True,
+    metavar="SECONDS",
     help="Seconds a client may sit idle, take over its request, or take to accept 4 MiB of a blob.",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No access log.")
@@ -67,7 +67,9 @@ def serve_cmd(
     127.0.0.1:5000/team/app:v1 is served as team/app:v1 (and under its full name),
     docker.io/library/busybox as library/busybox and busybox. Tags without a
     repository (an OCI layout's bare `latest`) go under --repository. Every write
-    is refused (405); one access log line per request goes to stderr.
+    is refused (405); one access log line per request goes to stderr. PATH is
+    indexed at start; SIGHUP indexes it again (after a new mirror run); SIGINT
+    or SIGTERM stop the server.
 
     \b
     Examples:
@@ -86,22 +88,19 @@ def serve_cmd(
     if repository is not None and not names.is_name(repository):
         raise click.BadParameter(f"{repository!r} is not a repository name", param_hint="--repository")
     default = repository or names.derive_repository(path.resolve().name)
-    content = index.load(path, default)
+
+    def say(message: str) -> None:
+        click.echo(f"occystrap: {message}", err=True)
+
+    def load() -> index.Content:
+        return index.load(path, default)
+
+    content = load()
     for problem in content.problems:
-        click.echo(f"occystrap: warning: not served: {problem}", err=True)
+        say(f"warning: not served: {problem}")
     options = server.Options(host, port, timeout, tls, auth, access_log=not quiet, verbose=verbose)
-    tags = sum(len(r.tags) for r in content.repositories.values())
-
-    def announce(url: str) -> None:
-        click.echo(
-            f"occystrap: serving {path} ({len(content.repositories)} repositories, {tags} tags,"
-            f" {len(content.blobs)} blobs) at {url}",
-            err=True,
-        )
-
     try:
-        stopped = asyncio.run(server.serve(content, options, announce))
+        stopped = asyncio.run(server.serve(content, options, load, say))
     except KeyboardInterrupt:  # a second Ctrl-C during the shutdown grace
         stopped = "SIGINT"
-    click.echo(f"occystrap: stopped ({stopped})", err=True)
-    sys.stdout.flush()
+    say(f"stopped ({stopped})")

@@ -25,7 +25,7 @@ from occystrap.serve.send import ClientGone, Deadline
 JSON = "application/json"
 COMMON_HEADERS = {"Docker-Distribution-Api-Version": "registry/2.0", "X-Content-Type-Options": "nosniff"}
 
-Handler = Callable[[web.BaseRequest, Route], Awaitable[web.StreamResponse]]
+Handler = Callable[[web.BaseRequest, Route, "Snapshot"], Awaitable[web.StreamResponse]]
 
 
 def error_response(exc: RequestError) -> web.Response:
@@ -39,11 +39,13 @@ def _response(status: int = 200, headers: dict[str, str] | None = None) -> web.S
     return web.StreamResponse(status=status, headers={**COMMON_HEADERS, **(headers or {})})
 
 
-class Files:
-    """Descriptors of the files blobs live in. A tarball is opened once and shared (reads
-    take explicit offsets), so a tarball replaced while serving is still read as indexed."""
+class Snapshot:
+    """One indexing of PATH, and the descriptors its blobs are read through. A tarball is
+    opened once and shared (reads take explicit offsets), so a tarball replaced while
+    serving is still read as it was indexed. A request keeps the snapshot it started with."""
 
     def __init__(self, content: Content) -> None:
+        self.content = content
         self._shared: dict[str, int] = {}
         if content.source.is_file():
             self._shared[str(content.source)] = os.open(content.source, os.O_RDONLY | os.O_CLOEXEC)
@@ -63,10 +65,11 @@ class Files:
 
 class RegistryApp:
     def __init__(self, content: Content, deadline: Deadline, auth: Htpasswd | None = None) -> None:
-        self.content = content
+        self.snapshot = Snapshot(content)
         self.deadline = deadline
         self.auth = auth
-        self.files = Files(content)
+        # Replaced snapshots: transfers that started on them may still be reading their tarball.
+        self._retired: list[Snapshot] = []
         self._handlers: dict[str, Handler] = {
             "base": self._base,
             "catalog": self._catalog,
@@ -75,7 +78,18 @@ class RegistryApp:
             "blob": self._blob,
         }
 
+    def replace(self, content: Content) -> None:
+        """Serve `content` from now on (a re-read of PATH)."""
+        self._retired.append(self.snapshot)
+        self.snapshot = Snapshot(content)
+
+    def close(self) -> None:
+        for snapshot in (*self._retired, self.snapshot):
+            snapshot.close()
+        self._retired.clear()
+
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        snapshot = self.snapshot
         try:
             if self.auth is not None and not await self.auth.allows(request.headers.get("Authorization")):
                 raise RequestError(
@@ -89,18 +103,18 @@ class RegistryApp:
                 )  # fmt: skip
             if route is None:
                 raise RequestError(404, "UNSUPPORTED", "no such endpoint")
-            return await self._handlers[route.kind](request, route)
+            return await self._handlers[route.kind](request, route, snapshot)
         except RequestError as exc:
             return error_response(exc)
 
-    async def _base(self, request: web.BaseRequest, route: Route) -> web.StreamResponse:
+    async def _base(self, request: web.BaseRequest, route: Route, snap: Snapshot) -> web.StreamResponse:
         return await self._send(request, _response(), b"{}", JSON)
 
-    async def _catalog(self, request: web.BaseRequest, route: Route) -> web.StreamResponse:
-        return await self._listing(request, "/v2/_catalog", "repositories", self.content.catalog(), {})
+    async def _catalog(self, request: web.BaseRequest, route: Route, snap: Snapshot) -> web.StreamResponse:
+        return await self._listing(request, "/v2/_catalog", "repositories", snap.content.catalog(), {})
 
-    async def _tags(self, request: web.BaseRequest, route: Route) -> web.StreamResponse:
-        repo = self.content.repository(route.name)
+    async def _tags(self, request: web.BaseRequest, route: Route, snap: Snapshot) -> web.StreamResponse:
+        repo = snap.content.repository(route.name)
         path = f"/v2/{route.name}/tags/list"
         return await self._listing(request, path, "tags", sorted(repo.tags), {"name": route.name})
 
@@ -115,20 +129,20 @@ class RegistryApp:
         body = json.dumps({**extra, key: chosen}).encode()
         return await self._send(request, response, body, JSON)
 
-    async def _manifest(self, request: web.BaseRequest, route: Route) -> web.StreamResponse:
-        repo = self.content.repository(route.name)
+    async def _manifest(self, request: web.BaseRequest, route: Route, snap: Snapshot) -> web.StreamResponse:
+        repo = snap.content.repository(route.name)
         wanted = names.check_reference(route.reference)
         digest = wanted if isinstance(wanted, Digest) else repo.tags.get(wanted)
         if digest is None or digest not in repo.manifests:
             raise RequestError(404, "MANIFEST_UNKNOWN", f"manifest {route.reference} is not in {route.name}")
-        manifest = self.content.manifests[digest]
+        manifest = snap.content.manifests[digest]
         response = _response(headers={"Docker-Content-Digest": digest, "ETag": f'"{digest}"'})
         return await self._send(request, response, manifest.data, manifest.media_type)
 
-    async def _blob(self, request: web.BaseRequest, route: Route) -> web.StreamResponse:
-        repo = self.content.repository(route.name)
+    async def _blob(self, request: web.BaseRequest, route: Route, snap: Snapshot) -> web.StreamResponse:
+        repo = snap.content.repository(route.name)
         digest = names.check_digest(route.reference)
-        blob = self.content.blobs.get(digest)
+        blob = snap.content.blobs.get(digest)
         if blob is None or digest not in repo.blobs:
             raise RequestError(404, "BLOB_UNKNOWN", f"blob {digest} is not in {route.name}")
         wanted = names.parse_range(request.headers.get("Range"), blob.size)
@@ -145,7 +159,7 @@ class RegistryApp:
                 request, response, blob.data[first : last + 1], "application/octet-stream"
             )
         try:
-            fd, owned = self.files.open(blob)
+            fd, owned = snap.open(blob)
         except OSError:  # removed since start-up (a directory being rewritten)
             raise RequestError(404, "BLOB_UNKNOWN", f"blob {digest} is no longer readable") from None
         try:

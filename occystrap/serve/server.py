@@ -15,7 +15,7 @@ from urllib.parse import quote
 from aiohttp import abc, web, web_protocol
 from aiohttp.http_exceptions import BadHttpMethod
 
-from occystrap.errors import UsageError
+from occystrap.errors import OccystrapError, UsageError
 from occystrap.reference import split_host_port
 from occystrap.serve.app import RegistryApp, error_response
 from occystrap.serve.auth import Htpasswd
@@ -107,8 +107,11 @@ class _Server(web.Server):
         return _Protocol(self, loop=self._loop, **self._kwargs)
 
 
-async def serve(content: Content, options: Options, announce: Callable[[str], None]) -> str:
-    """Serve until SIGINT or SIGTERM; the name of the signal that stopped it."""
+async def serve(
+    content: Content, options: Options, reload: Callable[[], Content], say: Callable[[str], None]
+) -> str:
+    """Serve until SIGINT or SIGTERM (the name of the one that stopped it is returned);
+    SIGHUP re-reads PATH through `reload` and serves what it finds from then on."""
     registry = RegistryApp(content, Deadline(options.timeout), options.auth)
     _quiet_aiohttp(options.verbose)
     server = _Server(
@@ -128,14 +131,48 @@ async def serve(content: Content, options: Options, announce: Callable[[str], No
         except OSError as exc:
             where = f"{options.host}:{options.port}"
             raise UsageError(f"cannot listen on {where}: {exc.strerror or exc}") from None
-        announce(_url(runner.addresses[0], options.tls is not None))
-        return await _until_signal()
+        say(f"serving {describe(content)} at {_url(runner.addresses[0], options.tls is not None)}")
+        return await _until_signal(_Reloader(registry, reload, say))
     finally:
         await runner.cleanup()
-        registry.files.close()
+        registry.close()
 
 
-async def _until_signal() -> str:
+def describe(content: Content) -> str:
+    tags = sum(len(r.tags) for r in content.repositories.values())
+    held = f"{len(content.repositories)} repositories, {tags} tags, {len(content.blobs)} blobs"
+    return f"{content.source} ({held})"
+
+
+class _Reloader:
+    """SIGHUP: index PATH again in a thread (requests go on meanwhile), then swap. A failed
+    re-read keeps the content being served, so a half-written mirror never takes it down."""
+
+    def __init__(
+        self, registry: RegistryApp, load: Callable[[], Content], say: Callable[[str], None]
+    ) -> None:
+        self.registry = registry
+        self.load = load
+        self.say = say
+        self.task: asyncio.Task[None] | None = None
+
+    def __call__(self) -> None:
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._reload())
+
+    async def _reload(self) -> None:
+        try:
+            content = await asyncio.to_thread(self.load)
+        except OccystrapError as exc:
+            self.say(f"warning: re-reading failed, still serving what was read before: {exc}")
+            return
+        for problem in content.problems:
+            self.say(f"warning: not served: {problem}")
+        self.registry.replace(content)
+        self.say(f"reloaded: serving {describe(content)}")
+
+
+async def _until_signal(reload: Callable[[], None]) -> str:
     loop = asyncio.get_running_loop()
     stopped: asyncio.Future[str] = loop.create_future()
 
@@ -145,10 +182,11 @@ async def _until_signal() -> str:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop, sig)
+    loop.add_signal_handler(signal.SIGHUP, reload)
     try:
         return await stopped
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
 
 
