@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.helpers import ROOT
+from tests.support import images
 
 START_LIMIT = 120.0  # generous: a first start compiles bytecode and indexes the layout
 
@@ -146,3 +147,24 @@ def wait_for_line(served: Served, needle: str, seen: int = 0, limit: float = 120
             return found[seen]
         time.sleep(0.05)
     raise AssertionError(f"no log line with {needle!r}:\n" + "\n".join(served.lines()[-30:]))
+
+
+def write_layout(dest: Path, refs: dict[str, images.BuiltImage]) -> Path:
+    """An OCI layout whose index.json names each image under the given ref names."""
+    blobs = dest / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    manifests = []
+    for name, image in refs.items():
+        for digest, data in {**image.blobs(), image.manifest_digest: image.manifest}.items():
+            (blobs / digest[7:]).write_bytes(data)
+        manifests.append(
+            {
+                "mediaType": image.manifest_media_type,
+                "digest": image.manifest_digest,
+                "size": len(image.manifest),
+                "annotations": {"org.opencontainers.image.ref.name": name},
+            }
+        )
+    (dest / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    (dest / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": manifests}))
+    return dest

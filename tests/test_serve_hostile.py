@@ -3,6 +3,8 @@ Basic auth, TLS, start-up errors and shutdown. Every refusal must be the spec's 
 
 from __future__ import annotations
 
+import base64
+import gzip
 import hashlib
 import json
 import re
@@ -17,12 +19,11 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from tests.helpers import fails
+from tests.helpers import fails, ok
 from tests.support import images
 from tests.support.images import BuiltImage, Entry
 from tests.support.tls import SERVER_NAME, TestCA
-from tests.test_serve_helpers import Served, access_lines, serving, start, wait_for_line
-from tests.test_serve_units import _layout
+from tests.test_serve_helpers import Served, access_lines, serving, start, wait_for_line, write_layout
 
 REPO = "team/app"
 HOST = "127.0.0.1:5000"
@@ -45,7 +46,7 @@ def content(tmp_path_factory: pytest.TempPathFactory) -> Content:
     app = images.build_image([[Entry.file("big.bin", data)]], fmt="oci", compression="none")
     other = images.build_image([[Entry.file("other.txt", b"other\n")]], fmt="oci")
     refs = {f"{HOST}/{REPO}:{tag}": app for tag in TAGS} | {f"{HOST}/team/other:v1": other}
-    layout = _layout(base / "layout", refs)
+    layout = write_layout(base / "layout", refs)
     secret = base / "secret"
     secret.write_bytes(b"not for clients\n")
     return Content(layout, app, other, secret)
@@ -251,8 +252,6 @@ def _htpasswd(path: Path) -> Path:
 
 
 def _basic(user: str, password: str) -> str:
-    import base64
-
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
@@ -306,8 +305,6 @@ def test_tls(content: Content, skopeo: str, tmp_path: Path) -> None:
         tar = tmp_path / "app.tar"
         ref_name = f"{SERVER_NAME}:{served.port}/{REPO}"
         fetch = ["fetch-to-tarfile", "-q", "--resolve", f"{SERVER_NAME}=127.0.0.1"]
-        from tests.helpers import ok
-
         ok(*fetch, "--ca-cert", str(certs / "ca.crt"), ref_name, "v2", str(tar))
         assert tar.stat().st_size > layer.size
 
@@ -320,8 +317,6 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(content: Content, tmp_path: Pa
     (tmp_path / "empty").mkdir()
     assert fails("serve", str(tmp_path / "empty")).returncode == 7
     tar = images.write_oci_archive(tmp_path / "a.tar", content.other, "v1")
-    import gzip
-
     (tmp_path / "a.tar.gz").write_bytes(gzip.compress(tar.read_bytes()))
     assert "decompress" in fails("serve", str(tmp_path / "a.tar.gz")).stderr
     layout = str(content.layout)

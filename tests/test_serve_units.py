@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import gzip
-import json
 from pathlib import Path
 
 import bcrypt
@@ -19,6 +18,7 @@ from occystrap.serve.auth import parse_basic, parse_htpasswd
 from occystrap.serve.names import RequestError, Route
 from tests.support import images
 from tests.support.images import Entry
+from tests.test_serve_helpers import write_layout
 
 SHA = "sha256:" + "a" * 64
 
@@ -205,27 +205,6 @@ def test_htpasswd_and_basic() -> None:
 # --- the index of a layout -----------------------------------------------------
 
 
-def _layout(dest: Path, refs: dict[str, images.BuiltImage]) -> Path:
-    """An OCI layout whose index.json names each image under the given ref names."""
-    blobs = dest / "blobs" / "sha256"
-    blobs.mkdir(parents=True)
-    manifests = []
-    for name, image in refs.items():
-        for digest, data in {**image.blobs(), image.manifest_digest: image.manifest}.items():
-            (blobs / digest[7:]).write_bytes(data)
-        manifests.append(
-            {
-                "mediaType": image.manifest_media_type,
-                "digest": image.manifest_digest,
-                "size": len(image.manifest),
-                "annotations": {"org.opencontainers.image.ref.name": name},
-            }
-        )
-    (dest / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
-    (dest / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": manifests}))
-    return dest
-
-
 def _image(text: str) -> images.BuiltImage:
     return images.build_image([[Entry.file("f", text.encode())]], fmt="oci")
 
@@ -238,7 +217,7 @@ def test_names_origins_and_ambiguity(tmp_path: Path) -> None:
         "docker.io/library/busybox:1.36": hub,
         "latest": bare,
     }
-    content = index.load(_layout(tmp_path / "l", refs), "dflt")
+    content = index.load(write_layout(tmp_path / "l", refs), "dflt")
     assert content.repository("a.example/team/app").tags == {"v1": a.manifest_digest}
     assert content.repository("b.example:5000/team/app").tags == {"v1": b.manifest_digest}
     with pytest.raises(RequestError, match="ambiguous"):
@@ -268,7 +247,7 @@ def test_index_children_are_reachable_in_the_repository(tmp_path: Path) -> None:
 
 def test_a_symlink_out_of_the_layout_is_not_served(tmp_path: Path) -> None:
     image = _image("linked")
-    layout = _layout(tmp_path / "l", {"v1": image})
+    layout = write_layout(tmp_path / "l", {"v1": image})
     layer = image.layers[0]
     outside = tmp_path / "outside"
     outside.write_bytes(layer.data)
