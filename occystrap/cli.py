@@ -26,6 +26,7 @@ COMMANDS = {
     "list-tags": "occystrap.commands.look:list_tags",
     "inspect": "occystrap.commands.look:inspect",
     "verify": "occystrap.commands.verify:verify_cmd",
+    "serve": "occystrap.commands.serve:serve_cmd",
 }
 
 
