@@ -21,8 +21,8 @@ from tests.support import images
 from tests.support.dockerd import DockerDaemon
 from tests.support.images import BuiltImage, BuiltIndex, Entry
 from tests.support.registry import Registry
+from tests.support.serving import Served, serving, wait_for_line
 from tests.support.validators import Podman, skopeo_copy, skopeo_inspect, skopeo_inspect_raw
-from tests.test_serve_helpers import Served, serving, wait_for_line
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ import pytest
 from tests.helpers import fails, ok
 from tests.support import images
 from tests.support.images import BuiltImage, Entry
+from tests.support.serving import Served, access_lines, serving, start, wait_for_line, write_layout
 from tests.support.tls import SERVER_NAME, TestCA
-from tests.test_serve_helpers import Served, access_lines, serving, start, wait_for_line, write_layout
 
 REPO = "team/app"
 HOST = "127.0.0.1:5000"

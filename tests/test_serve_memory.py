@@ -18,8 +18,8 @@ import pytest
 
 from tests.support import images
 from tests.support.images import BuiltImage, Entry
+from tests.support.serving import Served, serving
 from tests.support.tls import TestCA
-from tests.test_serve_helpers import Served, serving
 
 PULLS = 50
 LAYER = 50 * 1024 * 1024

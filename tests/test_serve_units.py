@@ -18,7 +18,7 @@ from occystrap.serve.auth import parse_basic, parse_htpasswd
 from occystrap.serve.names import RequestError, Route
 from tests.support import images
 from tests.support.images import Entry
-from tests.test_serve_helpers import write_layout
+from tests.support.serving import write_layout
 
 SHA = "sha256:" + "a" * 64
 
