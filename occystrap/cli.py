@@ -29,6 +29,7 @@ COMMANDS = {
     "list-tags": "occystrap.commands.look:list_tags",
     "inspect": "occystrap.commands.look:inspect",
     "verify": "occystrap.commands.verify:verify_cmd",
+    "serve": "occystrap.commands.serve:serve_cmd",
 }
 
 

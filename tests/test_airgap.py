@@ -26,6 +26,7 @@ from tests.helpers import fails, occystrap, ok, read_lock, settled
 from tests.support import images
 from tests.support.images import BuiltImage, Entry
 from tests.support.registry import Registry
+from tests.support.serving import serving
 from tests.support.validators import Podman
 
 Factory = Callable[..., Registry]
@@ -154,7 +155,9 @@ def test_verify_accepts_a_delta_but_not_a_damaged_one(chain: Chain, tmp_path: Pa
     assert not any(l.digest.split(":")[1] in proc.stdout for l in chain.layers[:3])
 
 
-def test_delta_chain_imported_in_order_loads_every_tag(chain: Chain, tmp_path: Path, podman: Podman) -> None:
+def test_delta_chain_imported_in_order_loads_and_pulls_every_tag(
+    chain: Chain, tmp_path: Path, podman: Podman
+) -> None:
     site = tmp_path / "site"
     for k, bundle in enumerate(chain.bundles):
         proc = ok("import", "--progress", "plain", str(bundle), str(site))
@@ -178,6 +181,11 @@ def test_delta_chain_imported_in_order_loads_every_tag(chain: Chain, tmp_path: P
         info = podman.inspect(f"{chain.repo}:v{k + 1}")[0]
         assert info["Id"] == built.config_digest.removeprefix("sha256:")
         assert info["RootFS"]["Layers"] == [l.diff_id for l in chain.layers[: k + 2]]
+    # No registry at the site: `occystrap serve` over the directory, pulled by podman.
+    with serving(site, "--listen", "127.0.0.1:0", log=tmp_path / "serve.log") as served:
+        for k, built in enumerate(chain.versions):
+            pulled = podman.pull(served.ref("airgap/app", f"v{k + 1}"))
+            assert pulled["Id"] == built.config_digest.removeprefix("sha256:")
     # Importing the same delta again adds nothing.
     again = ok("import", "--progress", "plain", str(chain.bundles[2]), str(site))
     assert "0 B added (0 blobs)" in again.stderr
