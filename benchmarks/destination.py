@@ -11,6 +11,7 @@ runs: `uploads_started` - `blob_uploads` is the probe occystrap opens and cancel
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -70,6 +71,7 @@ class Destination:
         self._generation = 0
         self._registry: Registry | None = None
         self._mark = 0  # access log lines before the current run
+        self._cpu0 = 0.0  # the registry's CPU seconds before the current run
         self._sizes: dict[str, int] = {}  # digest -> size; content-addressed, so valid across resets
         ctx.on_stop(self.stop)
 
@@ -90,7 +92,7 @@ class Destination:
         self.stop()
         self._generation += 1
         self._registry = start_registry(self._root() / str(self._generation))
-        self._mark = 0
+        self._mark, self._cpu0 = 0, self._cpu()
 
     def _root(self) -> Path:
         """tmpfs when there is one: the registry fsyncs every blob it commits, and on this shared
@@ -109,7 +111,18 @@ class Destination:
 
     def mark(self) -> None:
         """A run begins on this registry as it is (no wipe): count what it sends from here."""
-        self._mark = len(_settled(self.registry))
+        self._mark, self._cpu0 = len(_settled(self.registry)), self._cpu()
+
+    def _cpu(self) -> float:
+        """CPU seconds the registry process has used: it shares the 2 cores with the client, and
+        receiving a blob (hash + write) costs it about as much CPU as sending it costs the client."""
+        proc = self.registry.process
+        try:
+            assert proc is not None
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, AssertionError, IndexError, ValueError):
+            return float("nan")
 
     def sent(self) -> Sent:
         lines = _settled(self.registry)[self._mark :]
@@ -130,6 +143,7 @@ class Destination:
 
     def record(self, m: Measurement) -> None:
         """A Tool's `after`: what the run sent, into m.extra."""
+        m.extra["dest_cpu_s"] = self._cpu() - self._cpu0  # first: sent() asks the registry for sizes
         m.extra.update({k: float(v) for k, v in asdict(self.sent()).items()})
 
     def _size(self, repo: str, digest: str) -> int:
@@ -215,7 +229,7 @@ def pushing_tool(
     return Tool(name, argv, verify, before=dest.reset, after=dest.record)
 
 
-PUSH_HEADERS = ["tool", "runs", "median s", "min s", "peak RSS MiB", "CPU s", "MiB uploaded",
+PUSH_HEADERS = ["tool", "runs", "median s", "min s", "peak RSS MiB", "CPU s", "dest CPU s", "MiB uploaded",
                 "MiB fetched", "ratio", "paired", "target", "targets met"]  # fmt: skip
 
 
@@ -226,5 +240,6 @@ def push_row(
     fetched = median_or_nan([m.served_blob_bytes for m in ms if m.tool == sm.tool and m.counted])
     rss = fmt(sm.peak_rss_mib, 1) + (" !" if sm.peak_rss_mib > RSS_LIMIT_MIB else "")
     return [sm.tool, str(sm.runs), fmt(sm.median_s), fmt(sm.min_s), rss, fmt(sm.median_cpu_s),
-            mib(median_extra(ms, sm.tool, "uploaded_bytes")), mib(fetched), fmt(ratio), fmt(paired), target,
+            fmt(median_extra(ms, sm.tool, "dest_cpu_s")), mib(median_extra(ms, sm.tool, "uploaded_bytes")),
+            mib(fetched), fmt(ratio), fmt(paired), target,
             ("NO: failed" if met != "-" else "failed") if sm.failed else met]  # fmt: skip
