@@ -28,9 +28,8 @@ from benchmarks.harness import BenchContext, path_size
 from benchmarks.images import PushedImage
 from benchmarks.report import ScenarioResult
 from benchmarks.scenario import scenario
-from benchmarks.scenarios.registry_mirror import mirror_spec
 from benchmarks.stats import RSS_LIMIT_MIB, Check, paired_ratio, summarise
-from benchmarks.taggroup import TAG_COUNT, TagGroup, push_tag_group
+from benchmarks.taggroup import TAG_COUNT, TagGroup, mirror_spec, push_tag_group
 
 OCCY = "occystrap-push-bundle"
 SKOPEO = "skopeo-copy-loop-archive"

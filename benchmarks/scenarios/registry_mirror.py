@@ -21,7 +21,7 @@ from benchmarks.images import PushedImage
 from benchmarks.report import ScenarioResult, fmt
 from benchmarks.scenario import scenario
 from benchmarks.stats import RSS_LIMIT_MIB, Check, paired_ratio, summarise
-from benchmarks.taggroup import TAG_COUNT, TagGroup, push_tag_group
+from benchmarks.taggroup import TAG_COUNT, TagGroup, mirror_spec, push_tag_group
 
 OCCY = "occystrap-mirror-registry"
 RERUN = "occystrap-mirror-registry re-run"
@@ -30,12 +30,6 @@ LOOP = "skopeo-copy-loop-registry"
 TIME_TARGET = 0.5  # occystrap / the faster skopeo way, median wall time
 RERUN_TARGET_S = 1.0
 SKOPEO_TLS = ("--src-tls-verify=false", "--dest-tls-verify=false")
-
-
-def mirror_spec(ctx: BenchContext, group: TagGroup) -> Path:
-    path = ctx.workdir / "tags20.yaml"
-    path.write_text(f"images:\n  - name: {group.first.ref}\n    tags: [{', '.join(group.tags)}]\n")
-    return path
 
 
 @scenario(
@@ -129,7 +123,8 @@ def _result(group: TagGroup, ms: list[Measurement], reruns: list[Measurement]) -
         "per tag.",
         f"ratio = occystrap median / median of the faster skopeo way ({best}); paired = median of per-round "
         "ratios. MiB uploaded = sizes of the blobs whose upload the destination completed (its access log "
-        "has no request sizes), median; MiB fetched = blob bodies the source served, median.",
+        "has no request sizes), median; MiB fetched = blob bodies the source served, median; dest CPU s = "
+        "the destination registry's CPU time during the run, median.",
         f"{RERUN}: `occystrap mirror` again on an up-to-date destination ({len(counted)} timed runs after a "
         f"full one); most blob PUT/PATCH + manifest PUT requests in one run: {fmt(sent_again, 0)}.",
     ]
