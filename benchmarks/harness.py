@@ -31,11 +31,16 @@ class Tool:
     """A command under test. `argv(image, rundir)` gives the command line and where its output goes.
 
     `verify(image, output)` (optional) checks the warm-up run's output and returns an error or None.
+    `before()` and `after(m)` (optional) run untimed around every run: for output that is not a local
+    path, e.g. a registry, which `before` wipes so every round does the same work and whose log
+    `after` reads into `m.extra`.
     """
 
     name: str
     argv: Callable[[PushedImage, Path], tuple[list[str], Path]]
     verify: Callable[[PushedImage, Path], str | None] | None = None
+    before: Callable[[], None] | None = None
+    after: Callable[[Measurement], None] | None = None
 
 
 @dataclass
@@ -54,6 +59,7 @@ class Measurement:
     output_bytes: int
     error: str = ""
     served_blob_bytes: int = 0  # of which blob bodies (layers and configs): GET .../blobs/...
+    extra: dict[str, float] = field(default_factory=dict)  # figures a Tool's `after` adds
 
     @property
     def counted(self) -> bool:
@@ -99,6 +105,7 @@ class BenchContext:
     occystrap: str
     _registry: Registry | None = None
     _pushed: dict[ImageSpec, PushedImage] = field(default_factory=dict)
+    _on_stop: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def registry(self) -> Registry:
@@ -108,7 +115,13 @@ class BenchContext:
             log(f"registry at {self._registry.host} (log: {self._registry.log_path})")
         return self._registry
 
+    def on_stop(self, fn: Callable[[], None]) -> None:
+        """Run fn when the session ends (Ctrl-C and SIGTERM too): e.g. stop a second registry."""
+        self._on_stop.append(fn)
+
     def stop(self) -> None:
+        while self._on_stop:
+            self._on_stop.pop()()
         if self._registry is not None:
             self._registry.stop()
             self._registry = None
@@ -135,8 +148,12 @@ class BenchContext:
         rundir = self.workdir / "run" / tool.name
         shutil.rmtree(rundir, ignore_errors=True)
         rundir.mkdir(parents=True)
+        if tool.before is not None:
+            tool.before()
         argv, output = tool.argv(image, rundir)
         m = self.timed(tool.name, image.name, round_no, argv, rundir, output)
+        if tool.after is not None:
+            tool.after(m)
         if m.rc == 0 and round_no == 0 and tool.verify is not None and self.args.verify:
             problem = tool.verify(image, output)
             if problem:

@@ -76,6 +76,13 @@ def push_tag_group(ctx: BenchContext) -> TagGroup:
     return TagGroup(tuple(ctx.push_image(spec) for spec in tag_group_specs(ctx.args)))
 
 
+def mirror_spec(ctx: BenchContext, group: TagGroup) -> Path:
+    """An `occystrap mirror` spec naming the group's tags."""
+    path = ctx.workdir / "tags20.yaml"
+    path.write_text(f"images:\n  - name: {group.first.ref}\n    tags: [{', '.join(group.tags)}]\n")
+    return path
+
+
 def merged_holds(ctx: BenchContext, group: TagGroup) -> Verify:
     """A merged directory whose catalog lists every tag of the group, and that `occystrap verify` passes."""
 

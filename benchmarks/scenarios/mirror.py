@@ -14,7 +14,7 @@ from benchmarks.images import PushedImage
 from benchmarks.report import ScenarioResult, fmt, mib
 from benchmarks.scenario import scenario
 from benchmarks.stats import Check, median_or_nan, paired_ratio, summarise
-from benchmarks.taggroup import TAG_COUNT, TagGroup, merged_holds, push_tag_group
+from benchmarks.taggroup import TAG_COUNT, TagGroup, merged_holds, mirror_spec, push_tag_group
 from benchmarks.tools import Verify, verify_oci_tags
 
 OCCY_MIRROR = "occystrap-mirror"
@@ -23,12 +23,6 @@ SKOPEO_SYNC = "skopeo-sync-dir"
 SKOPEO_LOOP = "skopeo-copy-loop-oci"
 MIRROR_TARGET = 0.8  # occystrap mirror / the faster skopeo, median wall time
 RERUN_TARGET_S = 1.0
-
-
-def _mirror_spec(ctx: BenchContext, group: TagGroup) -> Path:
-    path = ctx.workdir / "tags20.yaml"
-    path.write_text(f"images:\n  - name: {group.first.ref}\n    tags: [{', '.join(group.tags)}]\n")
-    return path
 
 
 def _skopeo_sync_holds(group: TagGroup) -> Verify:
@@ -46,7 +40,7 @@ def _skopeo_sync_holds(group: TagGroup) -> Verify:
 def mirror_tags(ctx: BenchContext) -> ScenarioResult:
     group = push_tag_group(ctx)
     image = group.as_image
-    spec = _mirror_spec(ctx, group)
+    spec = mirror_spec(ctx, group)
     src = f"docker://{group.first.ref}"
 
     def occystrap_argv(_image: PushedImage, rundir: Path) -> tuple[list[str], Path]:

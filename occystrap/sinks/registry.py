@@ -12,6 +12,9 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 
+import anyio
+
+from occystrap.concurrency import gather
 from occystrap.digest import Digest
 from occystrap.events import Info, ManifestPushed, Reporter
 from occystrap.layout.writer import streamed
@@ -24,6 +27,8 @@ from occystrap.sinks.base import RetryBlob
 
 # Batches queued between the engine and an upload's body: enough to keep the socket busy.
 QUEUE_DEPTH = 2
+# Roots whose configs and manifests go up at once at commit: small requests, mostly latency.
+COMMIT_PARALLEL = 8
 
 
 def repo_of(ref: Reference) -> Reference:
@@ -40,6 +45,7 @@ class RegistrySink:
         destination: str,
         known: dict[str, Reference] | None = None,
         dry_run: bool = False,
+        tags_checked: bool = False,
     ) -> None:
         """known: blob digest -> a repository of this same registry that holds it (a copy
         within one registry mounts instead of moving bytes)."""
@@ -50,6 +56,9 @@ class RegistrySink:
         self._known: dict[str, Reference] = dict(known or {})
         self._have: set[tuple[str, str]] = set()  # (repository, digest) known to be there
         self.dry_run = dry_run  # look (HEAD) but never write: no mount, no upload, no manifest
+        # The caller has HEADed every tag already (mirror, push): no second look before writing.
+        self.tags_checked = tags_checked
+        self._limit = anyio.CapacityLimiter(COMMIT_PARALLEL)
 
     @property
     def destination(self) -> str:
@@ -58,9 +67,13 @@ class RegistrySink:
     async def begin(self, nodes: list[Node]) -> None:
         if self.dry_run:
             return
+
         # Refused credentials or scope show up now, before a byte moves: a POST needs push.
-        for repo in dict.fromkeys(repo_of(n.reference) for n in nodes):
+        async def probe(repo: Reference) -> None:
             await self.uploader.cancel(repo, await self.uploader.start(repo))
+
+        repos = dict.fromkeys(repo_of(n.reference) for n in nodes)
+        await gather([lambda r=r: probe(r) for r in repos], self._limit)  # type: ignore[misc]
 
     async def _ensure(self, layer: Layer, ref: Reference) -> bool:
         """Whether ref's repository holds the blob now (found, or mounted from a known one)."""
@@ -129,32 +142,44 @@ class RegistrySink:
         return await self.client.head_manifest(ref, ref.tag or root.manifest.digest)
 
     async def commit(self, nodes: list[Node]) -> None:
-        for root in nodes:
-            await self._push_root(root)
+        # Measured: one root after another, seven round trips each, was a third of a 20-tag
+        # mirror into a registry. Configs go up for every root at once, then each root's
+        # manifests (order matters only within a root), several roots at a time.
+        await gather([lambda r=r: self._blobs_of(r) for r in nodes], self._limit)  # type: ignore[misc]
+        await gather([lambda r=r: self._manifests_of(r) for r in nodes], self._limit)  # type: ignore[misc]
 
-    async def _push_root(self, root: Node) -> None:
+    async def _blobs_of(self, root: Node) -> None:
+        """Every blob root needs in its repository: image configs (held in memory) and, for a
+        streamed blob moved for another repository, a mount or a copy within the registry."""
         ref = root.reference
-        # Image configs travel in memory; every streamed blob is already in (or mounted).
         for node in walk(root):
-            if isinstance(node, Image):
-                layer = Layer(node.config, None)
-                if not await self._ensure(layer, ref):
-                    await self.uploader.put_blob(ref, node.config, node.config_bytes)
-                    self._have.add((ref.repository, node.config.digest))
+            if isinstance(node, Image) and not await self._ensure(Layer(node.config, None), ref):
+                await self.uploader.put_blob(ref, node.config, node.config_bytes)
+                self._have.add((ref.repository, node.config.digest))
             for layer in streamed([node]):
                 await self._place(layer, ref)
-        # Children by digest first, the root last by digest, then its tag: the commit point.
-        for node in walk(root):
+
+    async def _manifests_of(self, root: Node) -> None:
+        """Children by digest, then the root under its tag (which stores it too): the commit point."""
+        ref = root.reference
+
+        async def child(node: Node) -> None:
             digest = node.manifest.digest
             if await self.client.head_manifest(ref, digest, push=True) != digest:
                 await self.uploader.put_manifest(ref, digest, node.manifest_bytes, node.manifest.media_type)
                 self.reporter.emit(ManifestPushed(str(node.reference), digest, None))
-        if ref.tag:
-            if await self.client.head_manifest(ref, ref.tag, push=True) == root.manifest.digest:
-                self.reporter.emit(Info(f"{ref} already points at {root.manifest.digest.short}"))
-                return
-            await self.uploader.put_manifest(ref, ref.tag, root.manifest_bytes, root.manifest.media_type)
-            self.reporter.emit(ManifestPushed(str(ref), root.manifest.digest, ref.tag))
+
+        await gather([lambda n=n: child(n) for n in walk(root)[:-1]])  # type: ignore[misc]
+        digest = root.manifest.digest
+        if not ref.tag:
+            await child(root)
+            return
+        if not self.tags_checked and await self.client.head_manifest(ref, ref.tag, push=True) == digest:
+            self.reporter.emit(Info(f"{ref} already points at {digest.short}"))
+            return
+        await self.uploader.put_manifest(ref, ref.tag, root.manifest_bytes, root.manifest.media_type)
+        self.reporter.emit(ManifestPushed(str(ref), digest, None))
+        self.reporter.emit(ManifestPushed(str(ref), digest, ref.tag))
 
     async def abort(self, keep: bool) -> None:
         # Nothing is tagged before commit, and blobs a registry holds are harmless: a re-run
