@@ -168,6 +168,11 @@ class Authenticator:
                 f"{ref.registry} refused anonymous access to {wants} {ref.repository}"
                 " (it may not exist, or needs --username/--password)"
             )
+        if host.credentials.identity_token is not None:
+            return AuthError(
+                f"{ref.registry} refused the access token its identity token gave,"
+                f" to {wants} {ref.repository} (scope {scope})"
+            )
         return AuthError(
             f"{ref.registry} refused the credentials for user {host.credentials.username!r}"
             f" to {wants} {ref.repository} (scope {scope})"
@@ -198,6 +203,11 @@ class Authenticator:
                 exchange = self.transport.exchange("GET", url, headers, ssl_arg)
             async with exchange as resp:
                 if resp.status in (401, 403):
+                    if identity is not None:
+                        raise AuthError(
+                            f"token server for {ref.registry} refused the identity token (HTTP {resp.status});"
+                            f" it may have expired or been revoked: log in again (docker login {ref.registry})"
+                        )
                     who = "credentials were refused" if creds else "anonymous access refused"
                     raise AuthError(f"token server for {ref.registry}: {who} (HTTP {resp.status})")
                 if resp.status in RETRY_STATUSES:
