@@ -205,8 +205,9 @@ class Authenticator:
                 if resp.status in (401, 403):
                     if identity is not None:
                         raise AuthError(
-                            f"token server for {ref.registry} refused the identity token (HTTP {resp.status});"
-                            f" it may have expired or been revoked: log in again (docker login {ref.registry})"
+                            f"token server for {ref.registry} refused the identity token"
+                            f" (HTTP {resp.status}); it may have expired or been revoked:"
+                            f" log in again (docker login {ref.registry})"
                         )
                     who = "credentials were refused" if creds else "anonymous access refused"
                     raise AuthError(f"token server for {ref.registry}: {who} (HTTP {resp.status})")
