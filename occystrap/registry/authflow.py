@@ -82,9 +82,11 @@ class Authenticator:
                 base, ssl_arg = f"https://{ref.api_host}", False
             else:
                 base, ssl_arg = f"https://{ref.api_host}", self.transport.verified_ssl
-            creds = self.options.credentials.get(ref.registry) or auth.resolve_credentials(
-                ref.registry, self.options.username, self.options.password
-            )
+            creds = self.options.credentials.get(ref.registry)
+            if creds is None and self.options.configured_credentials_only:
+                creds = auth.from_docker_config(ref.registry)
+            elif creds is None:
+                creds = auth.resolve_credentials(ref.registry, self.options.username, self.options.password)
             host = HostState(ref.registry, base, ssl_arg, creds)
             self._hosts[ref.registry] = host
         return host
