@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from occystrap.commands.common import Context, client_options, registry_options, wrap_errors
 from occystrap.commands.common import run as run_command
 from occystrap.commands.push import placement_options
-from occystrap.errors import UsageError
+from occystrap.errors import OccystrapError, UsageError
 from occystrap.events import Info, RunStarted, Warning_
 from occystrap.sources.base import Source
+
+if TYPE_CHECKING:
+    from occystrap.registry.client import RegistryClient
 
 
 @click.command("mirror")
@@ -44,6 +47,13 @@ from occystrap.sources.base import Source
 @placement_options
 @click.option(
     "--referrers", is_flag=True, help="Also carry what refers to each image: signatures, attestations, SBOMs."
+)
+@click.option(
+    "--rate-limit-reserve",
+    type=click.IntRange(0),
+    metavar="N",
+    help="Stop cleanly (exit 5) before a registry's reported pull quota (Docker Hub's) would fall "
+    "below N; what was mirrored is kept, and running again later carries on.",
 )
 @registry_options
 @wrap_errors
@@ -92,6 +102,11 @@ def mirror_cmd(
       occystrap mirror --dry-run images.yaml mirror/
       occystrap mirror --dry-run --json images.yaml mirror/ | jq .fetch
       occystrap mirror --locked mirror/          # replay mirror/occystrap.lock
+      occystrap mirror --rate-limit-reserve 10 images.yaml mirror/   # keep 10 Docker Hub pulls
+
+    \b
+    SPEC.yaml's `registries:` (and ~/.config/occystrap/config.yaml) may name mirrors, tried
+    first for pulls:  docker.io: {mirrors: [mirror.example:5000, 10.0.0.5:5000/hub]}
     """
     if len(paths) > 2:
         raise UsageError("expected [SPEC.yaml] DEST")
@@ -143,21 +158,30 @@ def mirror_cmd(
         if not lockfile.is_tarball(dest) and dest.exists() and not dest.is_dir():
             raise UsageError(f"{dest} exists and is not a directory")
 
+    reserve = opts.get("rate_limit_reserve")
+
     async def body(ctx: Context) -> None:
+        from occystrap.commands.endpoints import registry_source
         from occystrap.mirror import changes, dryrun, plan, run
-        from occystrap.sources.registry import RegistrySource
 
         # Everything for the user goes through the reporter while the live display runs.
         reporter = ctx.reporter
         names = [s.name for s in wanted.images] if wanted is not None else sorted(lock)
         reporter.emit(RunStarted(tuple(names), dest_text, upload=into_registry))
-        registry_source = RegistrySource(await ctx.client())
-        source = registry_source if into_registry else await _planning_source(ctx, registry_source, dest)
+        pulled = await registry_source(ctx)
+        source = pulled if into_registry else await _planning_source(ctx, pulled, dest, keep=not dry_run)
         planner = plan.Planner(source, ctx.platform, ctx.engine.limits.resolves)
+        # With a reserve, an image the reserve holds back must not stop the others: planning
+        # carries on past it, and what did resolve is mirrored before the run stops.
+        going = keep_going or reserve is not None
         if wanted is not None:
-            result = await plan.plan(planner, wanted, keep_going, reporter)
+            result = await plan.plan(planner, wanted, going, reporter)
         else:
-            result = await plan.plan_from_lock(planner, lock, keep_going, reporter)
+            result = await plan.plan_from_lock(planner, lock, going, reporter)
+        held_back = _held_back(result.failures, await ctx.client(), keep_going)
+        if held_back and (dry_run or lockfile.is_tarball(dest)):
+            # A bundle is written whole: one without the held-back images would drop them.
+            raise _stopped(await ctx.client(), held_back)
         if placement is not None:
             from occystrap.commands.pushing import mirror_into
 
@@ -176,7 +200,7 @@ def mirror_cmd(
             )
         if not dry_run:
             if not locked and lock_file is not None:
-                lockfile.write_lock(lock_file, result.lock(), result.failures)
+                lockfile.write_lock(lock_file, result.lock(), {**result.failures, **held_back})
             for line in changes.change_lines(result, found):
                 reporter.emit(Info(line))
             tags = {(p.source, p.key) for p in result.items}
@@ -185,20 +209,38 @@ def mirror_cmd(
             for name, why in sorted(result.failures.items()):
                 reporter.emit(Warning_(f"failed: {name}: {why}"))
             raise run.MirrorFailedError(run.failure_message(result.failures))
+        if held_back:
+            raise _stopped(await ctx.client(), held_back)
 
-    settings = wanted.registries if wanted is not None else {}
-    options = client_options(
-        opts,
-        {
-            "credentials": {h: (s.username, s.password or "") for h, s in settings.items() if s.username},
-            "insecure": frozenset(h for h, s in settings.items() if s.insecure),
-        },
-    )
+    options = client_options(opts, wanted.registries if wanted is not None else None)
     run_command(opts, body, options)
 
 
-async def _planning_source(ctx: Context, source: Source, dest: Path) -> Source:
-    """Configs a merged directory DEST already holds are read from it, not fetched again."""
+def _held_back(failures: dict[str, str], client: RegistryClient, keep_going: bool) -> dict[str, str]:
+    """Take the images the quota reserve held back out of failures (they are not failures of
+    theirs). Without --keep-going, any other failure still ends the run."""
+    held = {name: why for name, why in failures.items() if client.budget.refused(why)}
+    for name in held:
+        del failures[name]
+    if failures and not keep_going:
+        from occystrap.mirror.run import MirrorFailedError, failure_message
+
+        raise MirrorFailedError(failure_message(failures))
+    return held
+
+
+def _stopped(client: RegistryClient, held_back: dict[str, str]) -> OccystrapError:
+    """The run's one line: why it stopped, when the quota refills, what is left to do."""
+    names = sorted(held_back)
+    shown = ", ".join(names[:5]) + (f", +{len(names) - 5} more" if len(names) > 5 else "")
+    first = client.budget.refusals[0]
+    return type(first)(f"{first} ({len(names)} image(s) left for then: {shown})")
+
+
+async def _planning_source(ctx: Context, source: Source, dest: Path, keep: bool) -> Source:
+    """What a merged directory DEST already holds is read from it, not fetched again: configs,
+    manifests by digest, and tags whose HEAD names a manifest DEST holds (see LocalFirst).
+    keep: DEST may be written (not a dry run)."""
     from occystrap.mirror.lockfile import is_tarball
 
     if is_tarball(dest) or not (dest / "index.json").is_file():
@@ -208,4 +250,4 @@ async def _planning_source(ctx: Context, source: Source, dest: Path) -> Source:
 
     held = LayoutReader.open(dest)
     ctx.stack.callback(held.close)
-    return LocalFirst(source, held)
+    return LocalFirst(source, held, dest if keep else None)

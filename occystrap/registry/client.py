@@ -7,6 +7,7 @@ the distribution API. Uploads are in upload.py.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
@@ -16,12 +17,13 @@ from urllib.parse import urlencode, urlsplit
 
 from occystrap import digest as digests
 from occystrap.digest import Digest
-from occystrap.errors import IntegrityError, ManifestError, NotFoundError, TransferError
-from occystrap.events import NullReporter, Reporter
+from occystrap.errors import IntegrityError, ManifestError, NotFoundError, OccystrapError, TransferError
+from occystrap.events import NullReporter, PullQuota, Reporter
 from occystrap.mediatypes import ACCEPT, MAX_MANIFEST_BYTES, OCI_INDEX
 from occystrap.model import Descriptor, check_media_type, load_json, media_type_of, parse_index
 from occystrap.reference import Reference
 from occystrap.registry.authflow import Authenticator, HostState, scope_for
+from occystrap.registry.budget import Budget
 from occystrap.registry.options import ClientOptions
 from occystrap.registry.retry import RETRY_STATUSES, Retryable, RetryPolicy, for_status
 from occystrap.registry.transport import Response, Transport, safe_url
@@ -48,6 +50,7 @@ class RegistryClient:
         if sleep is not None:
             self.retry.sleep = sleep
         self.auth = Authenticator(self.transport, self.options, self.retry, clock)
+        self.budget = Budget(self.options.rate_limit_reserve)
 
     async def __aenter__(self) -> RegistryClient:
         await self.transport.open()
@@ -86,6 +89,7 @@ class RegistryClient:
             async with self.transport.follow(
                 method, target, req_headers, host.base_url, host.ssl, data
             ) as resp:
+                self._note_quota(ref, resp)
                 if resp.status == 401:
                     if self.auth.refused(
                         ref, host, scope, resp.headers.get("WWW-Authenticate", ""), attempt == 0
@@ -103,6 +107,20 @@ class RegistryClient:
     def host(self, ref: Reference) -> HostState:
         return self.auth.host(ref)
 
+    def _note_quota(self, ref: Reference, resp: Response) -> None:
+        """Rate-limit headers, wherever they appear: an event when the quota moves, and a
+        spent quota (429, nothing left, no refill soon) ends the run at once: retrying only
+        dies later, mid-image."""
+        quota = self.budget.observe(ref.registry, resp.headers)
+        if quota is not None:
+            self.reporter.emit(
+                PullQuota(ref.registry, quota.remaining, quota.limit, quota.window, quota.reset)
+            )
+        if resp.status == 429:
+            spent = self.budget.spent(ref.registry, resp.headers)
+            if spent is not None:
+                raise spent
+
     # --- manifests ---------------------------------------------------------
 
     async def get_manifest(self, ref: Reference, reference: str | None = None) -> tuple[bytes, str, str]:
@@ -114,15 +132,15 @@ class RegistryClient:
         target = reference or ref.reference
         path = f"/v2/{ref.repository}/manifests/{target}"
 
+        if self.budget.wants_probe(ref.registry):
+            await self._learn_quota(ref, target)
+
         async def once() -> tuple[bytes, str]:
-            async with self.request("GET", ref, path, {"Accept": ACCEPT}) as resp:
-                if resp.status == 404:
-                    what = f"digest {target}" if target.startswith("sha256:") else f"tag {target!r}"
-                    raise NotFoundError(f"{ref.full_name}: {what} not found on {ref.registry}")
-                if resp.status != 200:
-                    raise TransferError(f"GET {path} on {ref.registry}: HTTP {resp.status}")
-                body = await _read_capped(resp, f"manifest for {ref}")
-                return body, (resp.headers.get("Content-Type") or "").split(";")[0].strip()
+            # Docker Hub counts manifest GETs: each is admitted against the reserve, if any.
+            with self.budget.spend(ref.registry) as settle:
+                async with self.request("GET", ref, path, {"Accept": ACCEPT}) as resp:
+                    settle()
+                    return await _manifest_body(resp, ref, target, path)
 
         data, declared = await self.retry.run(once, f"{self.base_url(ref)}{path}")
         digest = digests.of(data)
@@ -131,6 +149,15 @@ class RegistryClient:
         media = media_type_of(data, declared, f"manifest of {ref}")
         check_media_type(media, f"manifest of {ref}")
         return Fetched(data, media, digest)
+
+    async def _learn_quota(self, ref: Reference, target: str) -> None:
+        """One free HEAD before the first counted GET, so a reserve holds from the start."""
+        async with self.budget.probe_lock(ref.registry):
+            if not self.budget.wants_probe(ref.registry):
+                return
+            with contextlib.suppress(OccystrapError):  # the GET that follows says what is wrong
+                await self.head_manifest(ref, target)
+            self.budget.probed(ref.registry)
 
     async def head_manifest(
         self, ref: Reference, reference: str | None = None, push: bool = False
@@ -275,6 +302,16 @@ class RegistryClient:
                     return
                 tries += 1
                 await self.retry.wait(tries, exc, safe_url(self.base_url(ref) + path), desc.digest)
+
+
+async def _manifest_body(resp: Response, ref: Reference, target: str, path: str) -> tuple[bytes, str]:
+    if resp.status == 404:
+        what = f"digest {target}" if target.startswith("sha256:") else f"tag {target!r}"
+        raise NotFoundError(f"{ref.full_name}: {what} not found on {ref.registry}")
+    if resp.status != 200:
+        raise TransferError(f"GET {path} on {ref.registry}: HTTP {resp.status}")
+    body = await _read_capped(resp, f"manifest for {ref}")
+    return body, (resp.headers.get("Content-Type") or "").split(";")[0].strip()
 
 
 def _body_start(resp: Response, ref: Reference, desc: Descriptor, received: int) -> int:

@@ -38,6 +38,17 @@ ManifestPushed  image str, digest str, tag str|null                a manifest or
                                                                    the tag, last
 CommitStarted   images [str], destination str                      writing the output (tar, manifests)
 ImageCommitted  image str, path str                                the image is complete
+BlobSource      digest str, source str, mirror bool                where mirrors are configured: the
+                                                                   blob's bytes start to arrive from
+                                                                   ``source`` (``HOST[:PORT][/PREFIX]``),
+                                                                   a mirror or the image's registry
+                                                                   (configs read while resolving too)
+PullQuota       registry str, remaining int, limit int|null,       a registry's rate-limit headers
+                window int|null (s), reset float|null (s)          (Docker Hub's ``ratelimit-*``, the
+                                                                   IETF ``RateLimit-*``) report a new
+                                                                   count; ``window``: what the limit
+                                                                   covers, ``reset``: time until it
+                                                                   refills, when the registry says
 Warning         message str                                        something the user should know
 Info            message str                                        a note that is neither progress nor a
                                                                    problem
@@ -48,7 +59,12 @@ Summary         ok bool, error str|null, images int,               always the la
                 elapsed float (s), throughput float (B/s),
                 retries int, warnings int, schema int (1),
                 mounted_blobs int, manifests_pushed int,
-                tags_written int, artifacts int
+                tags_written int, artifacts int,
+                sources {place: {blobs int, bytes int,
+                mirror bool}} (from BlobSource; empty without
+                mirrors), pull_quota {registry: {remaining int,
+                limit int|null, window int|null, reset
+                float|null}} (the last PullQuota of each)
 =============== ================================================== ========================================
 
 ``fetched_bytes`` is the sum of ``BlobDone.size`` (bytes pushed, when the destination is a
@@ -87,6 +103,8 @@ SCHEMA: dict[str, tuple[str, ...]] = {
     "BlobVerifying": ("digest", "size"),
     "BlobDone": ("digest", "size"),
     "ManifestPushed": ("image", "digest", "tag"),
+    "BlobSource": ("digest", "source", "mirror"),
+    "PullQuota": ("registry", "remaining", "limit", "window", "reset"),
     "CommitStarted": ("images", "destination"),
     "ImageCommitted": ("image", "path"),
     "Warning": ("message",),
@@ -110,6 +128,8 @@ SCHEMA: dict[str, tuple[str, ...]] = {
         "manifests_pushed",
         "tags_written",
         "artifacts",
+        "sources",
+        "pull_quota",
     ),
 }
 
@@ -151,4 +171,12 @@ def summary(stats: Stats, at: float, ok: bool = True, error: str | None = None) 
         "manifests_pushed": stats.manifests_pushed,
         "tags_written": stats.tags_written,
         "artifacts": stats.artifacts,
+        "sources": {
+            where: {"blobs": blobs, "bytes": size, "mirror": where in stats.mirror_sources}
+            for where, (blobs, size) in sorted(stats.sources.items())
+        },
+        "pull_quota": {
+            registry: {"remaining": q.remaining, "limit": q.limit, "window": q.window, "reset": q.reset}
+            for registry, q in sorted(stats.quotas.items())
+        },
     }
