@@ -25,6 +25,7 @@ COMMANDS = {
     "mirror": "occystrap.commands.mirror:mirror_cmd",
     "list-tags": "occystrap.commands.look:list_tags",
     "inspect": "occystrap.commands.look:inspect",
+    "ratelimit": "occystrap.commands.ratelimit:ratelimit_cmd",
     "verify": "occystrap.commands.verify:verify_cmd",
 }
 

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from occystrap.commands.common import Context, client_options, registry_options, wrap_errors
 from occystrap.commands.common import run as run_command
 from occystrap.commands.push import placement_options
-from occystrap.errors import OccystrapError, UsageError
+from occystrap.errors import UsageError
 from occystrap.events import Info, RunStarted, Warning_
 from occystrap.sources.base import Source
-
-if TYPE_CHECKING:
-    from occystrap.registry.client import RegistryClient
 
 
 @click.command("mirror")
@@ -161,6 +158,7 @@ def mirror_cmd(
     reserve = opts.get("rate_limit_reserve")
 
     async def body(ctx: Context) -> None:
+        from occystrap.commands import reserve as reserve_
         from occystrap.commands.endpoints import registry_source
         from occystrap.mirror import changes, dryrun, plan, run
 
@@ -170,18 +168,20 @@ def mirror_cmd(
         reporter.emit(RunStarted(tuple(names), dest_text, upload=into_registry))
         pulled = await registry_source(ctx)
         source = pulled if into_registry else await _planning_source(ctx, pulled, dest, keep=not dry_run)
-        planner = plan.Planner(source, ctx.platform, ctx.engine.limits.resolves)
-        # With a reserve, an image the reserve holds back must not stop the others: planning
-        # carries on past it, and what did resolve is mirrored before the run stops.
-        going = keep_going or reserve is not None
+        budget = (await ctx.client()).budget
+        make_planner = reserve_.ReservePlanner if reserve is not None else plan.Planner
+        planner = make_planner(source, ctx.platform, ctx.engine.limits.resolves)
         if wanted is not None:
-            result = await plan.plan(planner, wanted, going, reporter)
+            result = await plan.plan(planner, wanted, keep_going, reporter)
         else:
-            result = await plan.plan_from_lock(planner, lock, going, reporter)
-        held_back = _held_back(result.failures, await ctx.client(), keep_going)
-        if held_back and (dry_run or lockfile.is_tarball(dest)):
-            # A bundle is written whole: one without the held-back images would drop them.
-            raise _stopped(await ctx.client(), held_back)
+            # A lock is replayed image by image: one the reserve holds back must not stop the rest.
+            result = await plan.plan_from_lock(planner, lock, keep_going or reserve is not None, reporter)
+        held = reserve_.held_back(planner, result.failures, budget)
+        if result.failures and not keep_going:
+            raise run.MirrorFailedError(run.failure_message(result.failures))
+        if held and (dry_run or lockfile.is_tarball(dest)):
+            # A bundle is written whole: one without the held-back tags would drop them.
+            raise reserve_.stopped(budget, held)
         if placement is not None:
             from occystrap.commands.pushing import mirror_into
 
@@ -200,7 +200,7 @@ def mirror_cmd(
             )
         if not dry_run:
             if not locked and lock_file is not None:
-                lockfile.write_lock(lock_file, result.lock(), {**result.failures, **held_back})
+                reserve_.write_lock(lock_file, result.lock(), result.failures, held)
             for line in changes.change_lines(result, found):
                 reporter.emit(Info(line))
             tags = {(p.source, p.key) for p in result.items}
@@ -209,32 +209,11 @@ def mirror_cmd(
             for name, why in sorted(result.failures.items()):
                 reporter.emit(Warning_(f"failed: {name}: {why}"))
             raise run.MirrorFailedError(run.failure_message(result.failures))
-        if held_back:
-            raise _stopped(await ctx.client(), held_back)
+        if held:
+            raise reserve_.stopped(budget, held)
 
     options = client_options(opts, wanted.registries if wanted is not None else None)
     run_command(opts, body, options)
-
-
-def _held_back(failures: dict[str, str], client: RegistryClient, keep_going: bool) -> dict[str, str]:
-    """Take the images the quota reserve held back out of failures (they are not failures of
-    theirs). Without --keep-going, any other failure still ends the run."""
-    held = {name: why for name, why in failures.items() if client.budget.refused(why)}
-    for name in held:
-        del failures[name]
-    if failures and not keep_going:
-        from occystrap.mirror.run import MirrorFailedError, failure_message
-
-        raise MirrorFailedError(failure_message(failures))
-    return held
-
-
-def _stopped(client: RegistryClient, held_back: dict[str, str]) -> OccystrapError:
-    """The run's one line: why it stopped, when the quota refills, what is left to do."""
-    names = sorted(held_back)
-    shown = ", ".join(names[:5]) + (f", +{len(names) - 5} more" if len(names) > 5 else "")
-    first = client.budget.refusals[0]
-    return type(first)(f"{first} ({len(names)} image(s) left for then: {shown})")
 
 
 async def _planning_source(ctx: Context, source: Source, dest: Path, keep: bool) -> Source:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 
 from occystrap.errors import RateLimitedError
 from occystrap.registry.ratelimit import Quota, parse
@@ -23,6 +24,10 @@ SHORT_RESET = 300.0
 
 class QuotaReserveReached(RateLimitedError):
     """The reserve a run keeps of a registry's pull quota would be touched."""
+
+    def __init__(self, message: str, registry: str) -> None:
+        super().__init__(message)
+        self.registry = registry
 
 
 class Budget:
@@ -78,11 +83,7 @@ class Budget:
         quota = self.quotas.get(registry)
         in_flight = self._in_flight.get(registry, 0)
         if self.reserve is not None and quota is not None and quota.remaining - in_flight - 1 < self.reserve:
-            refusal = QuotaReserveReached(
-                f"{registry}: stopped to keep the pull quota's reserve of {self.reserve}"
-                f" ({quota.describe()}); {quota.refill()}."
-                " Run the same command again then to carry on: what was mirrored is kept"
-            )
+            refusal = QuotaReserveReached(self.reserve_message(registry, in_flight), registry)
             self.refusals.append(refusal)
             raise refusal
         self._in_flight[registry] = in_flight + 1
@@ -98,6 +99,15 @@ class Budget:
             yield settle
         finally:
             settle()
+
+    def reserve_message(self, registry: str, in_flight: int = 0) -> str:
+        """Why a run stops for the reserve, and when the quota refills."""
+        quota = self.quotas[registry]
+        left = replace(quota, remaining=max(0, quota.remaining - in_flight))
+        return (
+            f"{registry}: stopped to keep a reserve of {self.reserve} pulls ({left.describe()});"
+            f" {quota.refill()}: run the same command again then to carry on, what was mirrored is kept"
+        )
 
     def refused(self, message: str) -> bool:
         """Whether a failure message is one of this run's reserve refusals."""
