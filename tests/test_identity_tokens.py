@@ -61,7 +61,7 @@ def _helper(tmp_path: Path, name: str, token: str) -> Path:
         "#!/bin/sh\n"
         '[ "$1" = get ] || exit 1\n'
         "read -r server\n"
-        "printf '{\"ServerURL\": \"%s\", \"Username\": \"<token>\", \"Secret\": \"%s\"}\\n'"
+        'printf \'{"ServerURL": "%s", "Username": "<token>", "Secret": "%s"}\\n\''
         f" \"$server\" '{token}'\n"
     )
     script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)

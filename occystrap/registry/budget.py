@@ -105,7 +105,8 @@ class Budget:
         quota = self.quotas[registry]
         left = replace(quota, remaining=max(0, quota.remaining - in_flight))
         return (
-            f"{registry}: stopped to keep a reserve of {self.reserve} pulls ({left.describe()});"
+            f"{registry}: stopped to keep a reserve of {self.reserve} pull{'' if self.reserve == 1 else 's'}"
+            f" ({left.describe()});"
             f" {quota.refill()}: run the same command again then to carry on, what was mirrored is kept"
         )
 
