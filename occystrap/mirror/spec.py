@@ -267,7 +267,7 @@ def _mirrors(value: Any, where: str) -> tuple[str, ...]:
     out = []
     for text in value:
         try:
-            registry, prefix = parse_registry_prefix(text.removeprefix("https://"))
+            registry, prefix = parse_registry_prefix(text.removeprefix("https://").rstrip("/"))
         except BadReferenceError as exc:
             raise ManifestError(f"{where}: mirrors: {exc}") from None
         out.append(f"{registry}/{prefix}" if prefix else registry)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from occystrap.digest import Digest
-from occystrap.errors import NotFoundError, OccystrapError
+from occystrap.errors import AuthError, NotFoundError, OccystrapError
 from occystrap.events import BlobSource, Reporter, Warning_
 from occystrap.locations import parse_registry_prefix
 from occystrap.model import Descriptor
@@ -48,7 +48,7 @@ class Endpoint:
 
     @classmethod
     def parse(cls, text: str) -> Endpoint:
-        registry, prefix = parse_registry_prefix(text.removeprefix("https://"))
+        registry, prefix = parse_registry_prefix(text.removeprefix("https://").rstrip("/"))
         return cls(registry, prefix)
 
     def place(self, ref: Reference) -> Reference:
@@ -105,11 +105,18 @@ class MirroredSource:
         return [e for e in self.table.get(ref.registry, ()) if str(e) not in self._set_aside]
 
     def _failed(self, endpoint: Endpoint, ref: Reference, exc: OccystrapError) -> None:
-        if str(endpoint) not in self._set_aside:
-            self._set_aside.add(str(endpoint))
-            self.reporter.emit(
-                Warning_(f"mirror {endpoint} failed, {ref.registry} itself is used from now on: {exc}")
+        if str(endpoint) in self._set_aside:
+            return
+        self._set_aside.add(str(endpoint))
+        hint = ""
+        if isinstance(exc, AuthError):
+            hint = (
+                f" (a mirror gets only the credentials configured for {endpoint.registry} itself:"
+                " its registries: entry, or docker's config.json)"
             )
+        self.reporter.emit(
+            Warning_(f"mirror {endpoint} failed, {ref.registry} itself is used from now on: {exc}{hint}")
+        )
 
     async def _first(self, ref: Reference, call: Callable[[RegistrySource, Reference], Awaitable[T]]) -> T:
         for endpoint in self.endpoints(ref):
