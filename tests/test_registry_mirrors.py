@@ -329,3 +329,11 @@ def test_a_bad_config_file_is_one_line_naming_it(tmp_path: Path, config: str, me
 def test_an_empty_config_file_is_no_config(registry: Registry, tmp_path: Path) -> None:
     proc = occystrap("list-tags", f"{registry.host}/absent/repo", env=_env(tmp_path, ""))
     assert proc.returncode == 3  # got as far as the registry
+
+
+def test_a_broken_config_file_does_not_stop_a_local_command(tmp_path: Path) -> None:
+    v1, _ = _images()
+    tarball = images.write_docker_archive(tmp_path / "in.tar", v1, ["team/app:v1"])
+    env = _env(tmp_path, "registries: [\n")
+    ok("tarfile-to-extracted", "-q", str(tarball), str(tmp_path / "out"), env=env)
+    ok("verify", str(tmp_path / "out"), env=env)

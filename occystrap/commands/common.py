@@ -224,9 +224,18 @@ class Context:
     reporter: CliReporter
     engine: Engine
     platform: Platform
-    options: ClientOptions
+    # Built on first use: the user's config file is read only by commands that talk to a
+    # registry, so a broken one never stops a local command.
+    make_options: Callable[[], ClientOptions]
     stack: AsyncExitStack
     _clients: dict[str, RegistryClient] = field(default_factory=dict)
+    _options: ClientOptions | None = None
+
+    @property
+    def options(self) -> ClientOptions:
+        if self._options is None:
+            self._options = self.make_options()
+        return self._options
 
     async def client(self, role: str = "source", options: ClientOptions | None = None) -> RegistryClient:
         """A registry client, opened on first use and closed when the command ends; the source
@@ -255,12 +264,16 @@ def run(
     reporter = make_reporter(opts.get("progress") or "auto", bool(opts.get("quiet")))
     if opts.get("verbose"):
         setup_logging(reporter)
-    options = options or client_options(opts)
+    given = options
+    parse_resolve(opts.get("resolve") or ())  # a usage error belongs to click, before the run
+
+    def make_options() -> ClientOptions:
+        return given or client_options(opts)
 
     async def main() -> None:
         async with AsyncExitStack() as stack:
             engine = Engine(reporter, Limits(opts.get("parallel") or DEFAULT_PARALLEL))
-            await body(Context(reporter, engine, platform, options, stack))
+            await body(Context(reporter, engine, platform, make_options, stack))
 
     run_reported(opts, reporter, main)
 
