@@ -11,11 +11,12 @@ reported, less the GETs already in flight, stays at or above the reserve after i
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator, Mapping
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 
-from occystrap.errors import RateLimitedError
+from occystrap.errors import OccystrapError, RateLimitedError
 from occystrap.registry.ratelimit import Quota, parse
 
 # A quota that refills sooner than this is waited out by the ordinary retries.
@@ -66,15 +67,30 @@ class Budget:
             " Run the same command again then to carry on: what was transferred is kept"
         )
 
-    def wants_probe(self, registry: str) -> bool:
-        """Whether to learn the quota (one free HEAD) before the first GET: only with a reserve."""
+    def note(self, registry: str, status: int, headers: Mapping[str, str]) -> Quota | None:
+        """Every response: what it says is left (the quota when it is news worth an event); a
+        429 that leaves nothing raises, since retrying into a spent quota only dies later."""
+        quota = self.observe(registry, headers)
+        if status == 429:
+            spent = self.spent(registry, headers)
+            if spent is not None:
+                raise spent
+        return quota
+
+    def _wants_probe(self, registry: str) -> bool:
         return self.reserve is not None and registry not in self.quotas and registry not in self._probed
 
-    def probe_lock(self, registry: str) -> asyncio.Lock:
-        return self._probes.setdefault(registry, asyncio.Lock())
-
-    def probed(self, registry: str) -> None:
-        self._probed.add(registry)
+    async def learn(self, registry: str, head: Callable[[], Awaitable[object]]) -> None:
+        """With a reserve, learn the quota with one free HEAD before the first counted GET,
+        so the reserve holds from the start."""
+        if not self._wants_probe(registry):
+            return
+        async with self._probes.setdefault(registry, asyncio.Lock()):
+            if not self._wants_probe(registry):
+                return
+            with contextlib.suppress(OccystrapError):  # the GET that follows says what is wrong
+                await head()
+            self._probed.add(registry)
 
     @contextmanager
     def spend(self, registry: str) -> Iterator[Callable[[], None]]:

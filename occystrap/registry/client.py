@@ -7,7 +7,6 @@ the distribution API. Uploads are in upload.py.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
@@ -17,7 +16,7 @@ from urllib.parse import urlencode, urlsplit
 
 from occystrap import digest as digests
 from occystrap.digest import Digest
-from occystrap.errors import IntegrityError, ManifestError, NotFoundError, OccystrapError, TransferError
+from occystrap.errors import IntegrityError, ManifestError, NotFoundError, TransferError
 from occystrap.events import NullReporter, PullQuota, Reporter
 from occystrap.mediatypes import ACCEPT, MAX_MANIFEST_BYTES, OCI_INDEX
 from occystrap.model import Descriptor, check_media_type, load_json, media_type_of, parse_index
@@ -89,7 +88,11 @@ class RegistryClient:
             async with self.transport.follow(
                 method, target, req_headers, host.base_url, host.ssl, data
             ) as resp:
-                self._note_quota(ref, resp)
+                quota = self.budget.note(ref.registry, resp.status, resp.headers)
+                if quota is not None:
+                    self.reporter.emit(
+                        PullQuota(ref.registry, quota.remaining, quota.limit, quota.window, quota.reset)
+                    )
                 if resp.status == 401:
                     if self.auth.refused(
                         ref, host, scope, resp.headers.get("WWW-Authenticate", ""), attempt == 0
@@ -107,20 +110,6 @@ class RegistryClient:
     def host(self, ref: Reference) -> HostState:
         return self.auth.host(ref)
 
-    def _note_quota(self, ref: Reference, resp: Response) -> None:
-        """Rate-limit headers, wherever they appear: an event when the quota moves, and a
-        spent quota (429, nothing left, no refill soon) ends the run at once: retrying only
-        dies later, mid-image."""
-        quota = self.budget.observe(ref.registry, resp.headers)
-        if quota is not None:
-            self.reporter.emit(
-                PullQuota(ref.registry, quota.remaining, quota.limit, quota.window, quota.reset)
-            )
-        if resp.status == 429:
-            spent = self.budget.spent(ref.registry, resp.headers)
-            if spent is not None:
-                raise spent
-
     # --- manifests ---------------------------------------------------------
 
     async def get_manifest(self, ref: Reference, reference: str | None = None) -> tuple[bytes, str, str]:
@@ -132,8 +121,7 @@ class RegistryClient:
         target = reference or ref.reference
         path = f"/v2/{ref.repository}/manifests/{target}"
 
-        if self.budget.wants_probe(ref.registry):
-            await self._learn_quota(ref, target)
+        await self.budget.learn(ref.registry, lambda: self.head_manifest(ref, target))
 
         async def once() -> tuple[bytes, str]:
             # Docker Hub counts manifest GETs: each is admitted against the reserve, if any.
@@ -149,15 +137,6 @@ class RegistryClient:
         media = media_type_of(data, declared, f"manifest of {ref}")
         check_media_type(media, f"manifest of {ref}")
         return Fetched(data, media, digest)
-
-    async def _learn_quota(self, ref: Reference, target: str) -> None:
-        """One free HEAD before the first counted GET, so a reserve holds from the start."""
-        async with self.budget.probe_lock(ref.registry):
-            if not self.budget.wants_probe(ref.registry):
-                return
-            with contextlib.suppress(OccystrapError):  # the GET that follows says what is wrong
-                await self.head_manifest(ref, target)
-            self.budget.probed(ref.registry)
 
     async def head_manifest(
         self, ref: Reference, reference: str | None = None, push: bool = False
