@@ -27,6 +27,7 @@ COMMANDS = {
     "inspect": "occystrap.commands.look:inspect",
     "ratelimit": "occystrap.commands.ratelimit:ratelimit_cmd",
     "verify": "occystrap.commands.verify:verify_cmd",
+    "serve": "occystrap.commands.serve:serve_cmd",
 }
 
 

@@ -14,11 +14,10 @@ import zstandard
 from isal import igzip, igzip_lib
 
 from occystrap.errors import IntegrityError
+from occystrap.mediatypes import GZIP_MAGIC, ZSTD_MAGIC
 
 OUT_STEP = 256 * 1024
 ZSTD_SLICE = 64 * 1024
-GZIP_MAGIC = b"\x1f\x8b"
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 Write = Callable[[bytes], None]
 

@@ -8,7 +8,9 @@ image spec's, and the registered algorithms must have their exact hex length.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+from collections.abc import Iterable
 
 _GRAMMAR = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 _REGISTERED = {"sha256": re.compile(r"[a-f0-9]{64}"), "sha512": re.compile(r"[a-f0-9]{128}")}
@@ -79,3 +81,20 @@ def from_path(name: str) -> Digest | None:
         return Digest.parse(f"{parts[1]}:{parts[2]}")
     except ValueError:
         return None
+
+
+def of_file(path: str | os.PathLike[str]) -> tuple[Digest, int]:
+    """sha256 digest and size of a file, read in large chunks (hashlib releases the GIL)."""
+    with open(path, "rb") as fh:
+        h = hashlib.file_digest(fh, VERIFIABLE)
+        return Digest(f"{VERIFIABLE}:{h.hexdigest()}"), fh.tell()
+
+
+def of_chunks(chunks: Iterable[bytes]) -> tuple[Digest, int]:
+    """sha256 digest and size of a stream of chunks."""
+    h = hashlib.sha256()
+    size = 0
+    for chunk in chunks:
+        h.update(chunk)
+        size += len(chunk)
+    return Digest(f"{VERIFIABLE}:{h.hexdigest()}"), size

@@ -98,7 +98,7 @@ class Engine:
         names = tuple(str(n.reference) for n in nodes)
         try:
             await sink.begin(nodes)
-            jobs = self._jobs(items)
+            jobs = _jobs(items)
             present = await self._present(sink, jobs)
             todo: list[_Job] = []
             for job in jobs:
@@ -131,7 +131,7 @@ class Engine:
 
     async def preview(self, sink: Sink, items: Sequence[Item]) -> Preview:
         """Only the looking half of copy: nothing is moved or written."""
-        jobs = self._jobs(items)
+        jobs = _jobs(items)
         present = await self._present(sink, jobs)
         move = [j.layer for j in jobs if j.layer.descriptor.digest not in present]
         skipped: dict[str, tuple[Layer, str]] = {}
@@ -140,22 +140,6 @@ class Engine:
             if reason is not None:
                 skipped[job.layer.descriptor.digest] = (job.layer, reason)
         return Preview(sorted(move, key=lambda l: -l.descriptor.size), skipped)
-
-    def _jobs(self, items: Sequence[Item]) -> list[_Job]:
-        """Every streamed blob once, with every image (and destination) that needs it."""
-        jobs: dict[str, _Job] = {}
-        for item in items:
-            name = str(item.node.reference)
-            for layer in streamed([item.node]):
-                digest = layer.descriptor.digest
-                old = jobs.get(digest)
-                if old is None:
-                    jobs[digest] = _Job(item.source_ref, layer, (name,), (item.node.reference,))
-                elif name not in old.images:
-                    jobs[digest] = _Job(
-                        old.ref, old.layer, (*old.images, name), (*old.destinations, item.node.reference)
-                    )
-        return list(jobs.values())
 
     async def _present(self, sink: Sink, jobs: list[_Job]) -> dict[str, str]:
         """Which blobs the destination holds already (checks run concurrently, bounded)."""
@@ -300,3 +284,20 @@ class Engine:
             if fed is not None:
                 await fed.feed(pending)
             self.reporter.emit(BlobProgress(desc.digest, done, desc.size))
+
+
+def _jobs(items: Sequence[Item]) -> list[_Job]:
+    """Every streamed blob once, with every image (and destination) that needs it."""
+    jobs: dict[str, _Job] = {}
+    for item in items:
+        name = str(item.node.reference)
+        for layer in streamed([item.node]):
+            digest = layer.descriptor.digest
+            old = jobs.get(digest)
+            if old is None:
+                jobs[digest] = _Job(item.source_ref, layer, (name,), (item.node.reference,))
+            elif name not in old.images:
+                jobs[digest] = _Job(
+                    old.ref, old.layer, (*old.images, name), (*old.destinations, item.node.reference)
+                )
+    return list(jobs.values())

@@ -25,6 +25,10 @@ SCHEMA1_TYPES = (DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED, "application/json")
 IMAGE_CONFIG_TYPES = (DOCKER_CONFIG, OCI_CONFIG)
 ACCEPT = ", ".join((*MANIFEST_TYPES, *INDEX_TYPES))
 
+# A layer's compression is decided by its first bytes: some registries mislabel layers.
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
 # Manifests, indexes and configs are held in memory: anything bigger is hostile or broken.
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import anyio
 
 from occystrap import digest as digests
 from occystrap.concurrency import gather
 from occystrap.errors import IntegrityError, ManifestError, PlatformNotFoundError, UnsupportedMediaTypeError
-from occystrap.events import ImageResolved
 from occystrap.layout.writer import streamed
 from occystrap.mediatypes import INDEX_TYPES, MAX_MANIFEST_BYTES
 from occystrap.model import (
@@ -33,6 +33,9 @@ from occystrap.model import (
 from occystrap.platform import ALL, Platform, Platforms, choose
 from occystrap.reference import Reference
 from occystrap.sources.base import Fetched, Source
+
+if TYPE_CHECKING:
+    from occystrap.events import ImageResolved
 
 # An index inside an index inside an index: deeper than any registry nests them.
 MAX_DEPTH = 4
@@ -142,6 +145,8 @@ async def resolve(
 
 def resolved_event(node: Node) -> ImageResolved:
     """What the displays show once a root is known: its digest, platform, blobs and bytes."""
+    from occystrap.events import ImageResolved
+
     blobs = streamed([node])
     platform = node.platform if not isinstance(node, Index) else None
     return ImageResolved(

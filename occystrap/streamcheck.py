@@ -6,11 +6,8 @@ Runs in worker threads on large chunks; hashlib, zlib/isal and zstd release the 
 from __future__ import annotations
 
 import hashlib
-import os
-from collections.abc import Iterable
 
 from occystrap.decode import Decoder, Plain, Write, decoder_for
-from occystrap.digest import Digest
 from occystrap.errors import IntegrityError
 
 
@@ -125,20 +122,3 @@ class BlobCheck:
                 raise IntegrityError(
                     f"layer {self.digest} uncompresses to {diff}, but the config says {self.diff_id}"
                 )
-
-
-def file_digest(path: str | os.PathLike[str]) -> tuple[Digest, int]:
-    """sha256 digest and size of a file, read in large chunks (hashlib releases the GIL)."""
-    with open(path, "rb") as fh:
-        h = hashlib.file_digest(fh, "sha256")
-        return Digest(f"sha256:{h.hexdigest()}"), fh.tell()
-
-
-def stream_digest(chunks: Iterable[bytes]) -> tuple[Digest, int]:
-    """sha256 digest and size of a stream of chunks."""
-    h = hashlib.sha256()
-    size = 0
-    for chunk in chunks:
-        h.update(chunk)
-        size += len(chunk)
-    return Digest(f"sha256:{h.hexdigest()}"), size

@@ -42,6 +42,7 @@ from occystrap.events import BlobRetry, Event
 from occystrap.mediatypes import MAX_MANIFEST_BYTES, OCI_MANIFEST
 from occystrap.model import Descriptor
 from occystrap.platform import Platform
+from occystrap.registry import listing
 from occystrap.registry.client import RegistryClient
 from occystrap.registry.options import ClientOptions
 from occystrap.registry.retry import parse_retry_after
@@ -463,7 +464,7 @@ async def test_referrers_api_answers_with_an_index(mocked: aioresponses) -> None
     ping_ok(mocked)
     mocked.get(REFERRERS_URL, payload=_referrers_index("application/spdx+json", "application/vnd.dev.sig"))
     async with client() as c:
-        found = await c.referrers(REF, SUBJECT)
+        found = await listing.referrers(c, REF, SUBJECT)
     assert found is not None and [d.artifact_type for d in found] == [
         "application/spdx+json",
         "application/vnd.dev.sig",
@@ -477,7 +478,7 @@ async def test_referrers_filter_applied_where_the_registry_did_not(mocked: aiore
         payload=_referrers_index("application/spdx+json", "x/y"),
     )
     async with client() as c:
-        found = await c.referrers(REF, SUBJECT, "application/spdx+json")
+        found = await listing.referrers(c, REF, SUBJECT, "application/spdx+json")
     assert found is not None and [d.artifact_type for d in found] == ["application/spdx+json"]
 
 
@@ -485,7 +486,7 @@ async def test_no_referrers_api_means_the_tag_schema(mocked: aioresponses) -> No
     ping_ok(mocked)
     mocked.get(REFERRERS_URL, status=404)
     async with client() as c:
-        assert await c.referrers(REF, SUBJECT) is None
+        assert await listing.referrers(c, REF, SUBJECT) is None
 
 
 def test_tag_schema_tags() -> None:

@@ -32,6 +32,7 @@ import pytest
 from rich.console import Console
 
 from occystrap import events
+from occystrap.commands.common import Silent
 from occystrap.events import (
     BlobDone,
     BlobProgress,
@@ -48,7 +49,7 @@ from occystrap.events import (
     Warning_,
 )
 from occystrap.ui import schema
-from occystrap.ui.progress import JsonReporter, PlainReporter, QuietReporter, RichReporter
+from occystrap.ui.progress import JsonReporter, PlainReporter, RichReporter
 from occystrap.ui.stats import Stats
 from occystrap.ui.units import human, human_pair, short
 from tests.helpers import ROOT, ok
@@ -258,7 +259,7 @@ def test_emit_never_raises(monkeypatch: pytest.MonkeyPatch) -> None:
     rich = RichReporter(con)
     plain = PlainReporter(io.StringIO(), interval=0)
     js = JsonReporter(io.StringIO())
-    for reporter in (rich, plain, js, QuietReporter()):
+    for reporter in (rich, plain, js, Silent()):
         for event in ODD_EVENTS:
             reporter.emit(event)
         reporter.close()

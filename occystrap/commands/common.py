@@ -21,14 +21,14 @@ import anyio
 import click
 
 from occystrap import reference
-from occystrap.concurrency import first_error
+from occystrap.concurrency import Limits, first_error
 from occystrap.errors import OccystrapError
-from occystrap.events import Event
 from occystrap.platform import Platform
 from occystrap.tuning import DEFAULT_PARALLEL
 
 if TYPE_CHECKING:
     from occystrap.engine import Engine
+    from occystrap.events import Event
     from occystrap.registry.client import RegistryClient
     from occystrap.registry.options import ClientOptions
     from occystrap.userconfig import Registries
@@ -144,10 +144,10 @@ def registry_options(func: F) -> F:
 
 
 def make_reporter(progress: str, quiet: bool) -> CliReporter:
+    if quiet or progress == "none":
+        return Silent()
     from occystrap.ui import progress as ui
 
-    if quiet:
-        progress = "none"
     if progress == "auto":
         dumb = os.environ.get("TERM") == "dumb"
         progress = "rich" if sys.stderr.isatty() and not dumb else "plain"
@@ -159,9 +159,18 @@ def make_reporter(progress: str, quiet: bool) -> CliReporter:
         return reporter
     if progress == "plain":
         return ui.PlainReporter()
-    if progress == "json":
-        return ui.JsonReporter()
-    return ui.QuietReporter()
+    return ui.JsonReporter()
+
+
+class Silent:
+    """--quiet, --progress none, and the commands whose answer is stdout (inspect, list-tags):
+    no display module imported at all."""
+
+    def emit(self, event: Event) -> None:
+        return None
+
+    def close(self, ok: bool = True, error: str | None = None) -> None:
+        return None
 
 
 def parse_resolve(items: tuple[str, ...]) -> dict[str, str]:
@@ -222,20 +231,32 @@ class Context:
     """What a command's body works with: the reporter, the engine, the platform, registries."""
 
     reporter: CliReporter
-    engine: Engine
+    limits: Limits
     platform: Platform
     # Built on first use: the user's config file is read only by commands that talk to a
     # registry, so a broken one never stops a local command.
     make_options: Callable[[], ClientOptions]
     stack: AsyncExitStack
     _clients: dict[str, RegistryClient] = field(default_factory=dict)
+    _engine: Engine | None = None
     _options: ClientOptions | None = None
 
     @property
     def options(self) -> ClientOptions:
+        """Built on first use: a local command never imports the registry's credential code."""
         if self._options is None:
             self._options = self.make_options()
         return self._options
+
+    @property
+    def engine(self) -> Engine:
+        """Built on first use: looking commands (inspect, list-tags) never pay for its imports."""
+        if self._engine is None:
+            from occystrap.engine import Engine
+
+            retries = self._options.retries if self._options is not None else 5
+            self._engine = Engine(self.reporter, self.limits, retries)
+        return self._engine
 
     async def client(self, role: str = "source", options: ClientOptions | None = None) -> RegistryClient:
         """A registry client, opened on first use and closed when the command ends; the source
@@ -254,9 +275,6 @@ def run(
     options: ClientOptions | None = None,
 ) -> None:
     """Set up reporter, engine and (lazily) registry clients; run body; errors become one line."""
-    from occystrap.concurrency import Limits
-    from occystrap.engine import Engine
-
     try:
         platform = Platform.parse(opts.get("platform") or "linux/amd64")
     except ValueError as exc:
@@ -272,8 +290,8 @@ def run(
 
     async def main() -> None:
         async with AsyncExitStack() as stack:
-            engine = Engine(reporter, Limits(opts.get("parallel") or DEFAULT_PARALLEL))
-            await body(Context(reporter, engine, platform, make_options, stack))
+            limits = Limits(opts.get("parallel") or DEFAULT_PARALLEL)
+            await body(Context(reporter, limits, platform, make_options, stack))
 
     run_reported(opts, reporter, main)
 

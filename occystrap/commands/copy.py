@@ -9,7 +9,6 @@ from typing import Any
 import click
 
 from occystrap.commands.common import Context, client_options, registry_options, run, wrap_errors
-from occystrap.events import Info, RunStarted
 from occystrap.locations import Location
 from occystrap.model import Node
 from occystrap.reference import Reference
@@ -89,13 +88,14 @@ def copy_cmd(source: str, destination: str, all_platforms: bool, dry_run: bool, 
     async def body(ctx: Context) -> None:
         from occystrap.commands.endpoints import open_sink, open_source
         from occystrap.engine import Item
+        from occystrap.events import Info, RunStarted
         from occystrap.model import with_reference
         from occystrap.platform import ALL
         from occystrap.resolve import resolve, resolved_event
 
         src_source, src_ref = await open_source(ctx, src)
         found = await resolve(
-            src_source, src_ref, ALL if all_platforms else ctx.platform, ctx.engine.limits.resolves
+            src_source, src_ref, ALL if all_platforms else ctx.platform, ctx.limits.resolves
         )
         node = with_reference(found.nodes[0], destination_ref(dst, src_ref))
         sink = await open_sink(ctx, opts, dst, [node], src_source, src_ref, dry_run)

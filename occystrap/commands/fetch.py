@@ -9,7 +9,6 @@ import click
 
 from occystrap.commands.common import Context, parse_ref, registry_options, run, wrap_errors
 from occystrap.errors import UsageError
-from occystrap.events import Info, RunStarted
 from occystrap.reference import Reference
 from occystrap.sinks.base import Sink
 
@@ -18,11 +17,12 @@ async def fetch_one(ctx: Context, ref: Reference, sink: Sink, destination: str) 
     """Resolve one image for the run's platform and copy it from its registry into sink."""
     from occystrap.commands.endpoints import registry_source
     from occystrap.engine import Item
+    from occystrap.events import RunStarted
     from occystrap.resolve import require_image, resolve, resolved_event
 
     ctx.reporter.emit(RunStarted((str(ref),), destination))
     source = await registry_source(ctx, ref.registry)
-    found = await resolve(source, ref, ctx.platform, ctx.engine.limits.resolves)
+    found = await resolve(source, ref, ctx.platform, ctx.limits.resolves)
     image = require_image(found.nodes[0])
     ctx.reporter.emit(resolved_event(image))
     await ctx.engine.copy(source, sink, [Item(ref, image)])
@@ -109,6 +109,7 @@ def fetch_to_extracted(
     check_directory(directory)
 
     async def body(ctx: Context) -> None:
+        from occystrap.events import Info
         from occystrap.sinks.directory import DirectorySink
 
         def note(message: str) -> None:

@@ -18,7 +18,6 @@ if TYPE_CHECKING:
 from occystrap.commands.common import Context, parse_ref, progress_options, run, transfer_options, wrap_errors
 from occystrap.commands.fetch import check_directory, expand_options
 from occystrap.concurrency import gather
-from occystrap.events import Info, RunStarted
 from occystrap.platform import ALL
 from occystrap.reference import Reference
 from occystrap.sinks.base import Sink
@@ -37,7 +36,7 @@ async def resolve_all(
     from occystrap.resolve import resolve, resolved_event
 
     async def one(ref: Reference) -> Item:
-        node = (await resolve(source, ref, ALL, ctx.engine.limits.resolves)).nodes[0]
+        node = (await resolve(source, ref, ALL, ctx.limits.resolves)).nodes[0]
         if rename is not None:
             node = with_reference(node, rename(ref))
         ctx.reporter.emit(resolved_event(node))
@@ -48,6 +47,7 @@ async def resolve_all(
 
 async def copy_local(ctx: Context, path: Path, wanted: list[Reference] | None, sink: Sink) -> list[str]:
     """Copy what the layout at path holds (wanted: these names; None: everything), indexes whole."""
+    from occystrap.events import RunStarted
     from occystrap.sources.layout import LayoutSource
 
     source = LayoutSource(path)
@@ -82,6 +82,7 @@ def recreate_image(directory: Path, image: str, tag: str, output: Path, **opts: 
     ref = parse_ref(image, tag)
 
     async def body(ctx: Context) -> None:
+        from occystrap.events import Info
         from occystrap.sinks.tarball import TarballSink
 
         await copy_local(ctx, directory, [ref], TarballSink(output, platform=ctx.platform))
@@ -112,6 +113,7 @@ def tarfile_to_extracted(
     check_directory(directory)
 
     async def body(ctx: Context) -> None:
+        from occystrap.events import Info
         from occystrap.sinks.directory import DirectorySink
 
         def note(message: str) -> None:

@@ -137,7 +137,7 @@ def inspect(image: str, raw: bool, config: bool, as_json: bool, **opts: Any) -> 
         if raw:
             echo_bytes((await source.manifest(ref)).data)
             return
-        found = await resolve(source, ref, ctx.platform, ctx.engine.limits.resolves)
+        found = await resolve(source, ref, ctx.platform, ctx.limits.resolves)
         node = found.nodes[0]
         if config:
             if not isinstance(node, Image):

@@ -12,7 +12,6 @@ from occystrap.commands.common import Context, client_options, registry_options,
 from occystrap.commands.common import run as run_command
 from occystrap.commands.push import placement_options
 from occystrap.errors import UsageError
-from occystrap.events import Info, RunStarted, Warning_
 from occystrap.sources.base import Source
 
 
@@ -160,6 +159,7 @@ def mirror_cmd(
     async def body(ctx: Context) -> None:
         from occystrap.commands import reserve as reserve_
         from occystrap.commands.endpoints import registry_source
+        from occystrap.events import Info, RunStarted, Warning_
         from occystrap.mirror import changes, dryrun, plan, run
 
         # Everything for the user goes through the reporter while the live display runs.
@@ -170,7 +170,7 @@ def mirror_cmd(
         source = pulled if into_registry else await _planning_source(ctx, pulled, dest, keep=not dry_run)
         budget = (await ctx.client()).budget
         make_planner = reserve_.ReservePlanner if reserve is not None else plan.Planner
-        planner = make_planner(source, ctx.platform, ctx.engine.limits.resolves)
+        planner = make_planner(source, ctx.platform, ctx.limits.resolves)
         if wanted is not None:
             result = await plan.plan(planner, wanted, keep_going, reporter)
         else:

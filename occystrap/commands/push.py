@@ -10,7 +10,6 @@ from typing import Any
 import click
 
 from occystrap.commands.common import Context, progress_options, run, transfer_options, wrap_errors
-from occystrap.events import Info, RunStarted
 
 
 def placement_options(func: Any) -> Any:
@@ -82,6 +81,7 @@ def push_cmd(
     async def body(ctx: Context) -> None:
         from occystrap.commands.local import resolve_all
         from occystrap.commands.pushing import push_items
+        from occystrap.events import Info, RunStarted
         from occystrap.sources.layout import LayoutSource
 
         layout = LayoutSource(source)

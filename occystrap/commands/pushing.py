@@ -22,7 +22,7 @@ from occystrap.sources.base import Source
 async def holdings(ctx: Context, sink: RegistrySink, nodes: list[Node]) -> list[Digest | None]:
     """What each node's destination tag (or digest) names now: HEADs, at once, bounded."""
     calls = [lambda n=n: sink.holds(n) for n in nodes]
-    return await gather(calls, ctx.engine.limits.resolves)
+    return await gather(calls, ctx.limits.resolves)
 
 
 async def changed(ctx: Context, sink: RegistrySink, items: list[Item]) -> list[Item]:

@@ -17,23 +17,16 @@ from typing import Any
 
 from occystrap import digest as digests
 from occystrap import reference
-from occystrap.decode import GZIP_MAGIC, ZSTD_MAGIC
 from occystrap.digest import Digest
 from occystrap.errors import IntegrityError, ManifestError, NotFoundError, OccystrapError
-from occystrap.layout import catalog
+from occystrap.layout import catalog, classic
 from occystrap.layout.store import Reader, Store, iter_chunks, open_store, read_all, safe_name
 from occystrap.layout.writer import CONTAINERD_NAME, REF_NAME
 from occystrap.mediatypes import (
-    DOCKER_CONFIG,
-    DOCKER_LAYER_GZIP,
-    DOCKER_LAYER_TAR,
-    DOCKER_MANIFEST,
     MAX_MANIFEST_BYTES,
-    OCI_LAYER_ZSTD,
 )
 from occystrap.model import Descriptor, load_json, media_type_of, parse_index
 from occystrap.reference import Reference
-from occystrap.streamcheck import stream_digest
 
 
 @dataclass(frozen=True)
@@ -197,56 +190,12 @@ class LayoutReader:
         return out
 
     def _classic_entries(self) -> list[Entry]:
-        """Classic docker save: no registry manifest exists, so one is made up from the files."""
         data = self.small("manifest.json")
         assert data is not None
-        out = []
-        for e in docker_entries(data, f"{self.where}/manifest.json"):
-            config = self._member(e["Config"])
-            layers = [self._describe_layer(self._member_name(n)) for n in e["Layers"]]
-            doc = {
-                "schemaVersion": 2,
-                "mediaType": DOCKER_MANIFEST,
-                "config": {"mediaType": DOCKER_CONFIG, "size": len(config), "digest": digests.of(config)},
-                "layers": [d.to_json() for d in layers],
-            }
-            manifest = json.dumps(doc, indent=3).encode()
-            digest = digests.of(manifest)
-            self._virtual[digest] = manifest
-            self._virtual[digests.of(config)] = config
-            desc = Descriptor(DOCKER_MANIFEST, digest, len(manifest))
-            tags = [t for t in e.get("RepoTags") or [] if isinstance(t, str)]
-            for tag in tags or [""]:
-                out.append(Entry(tag, parse_name(tag), desc))
-        return out
-
-    def _member_name(self, name: str) -> str:
-        safe = safe_name(name)
-        if safe is None or self.store.size(safe) is None:
-            raise ManifestError(f"{self.where} names {name!r}, which it does not contain")
-        return safe
-
-    def _member(self, name: str) -> bytes:
-        data = self.small(self._member_name(name))
-        assert data is not None
-        return data
-
-    def _describe_layer(self, name: str) -> Descriptor:
-        reader = self.store.open(name)
-        try:
-            head = reader.read(4)
-        finally:
-            reader.close()
-        media = (
-            DOCKER_LAYER_GZIP
-            if head.startswith(GZIP_MAGIC)
-            else OCI_LAYER_ZSTD
-            if head.startswith(ZSTD_MAGIC)
-            else DOCKER_LAYER_TAR
-        )
-        digest, size = stream_digest(iter_chunks(self.store, name))
-        self._members[digest] = name
-        return Descriptor(media, digest, size)
+        made = classic.synthesize(self.store, docker_entries(data, f"{self.where}/manifest.json"), self.small)
+        self._virtual.update(made.virtual)
+        self._members.update(made.members)
+        return [Entry(name, parse_name(name), desc) for name, desc in made.entries]
 
     def find(self, wanted: Reference | str | None) -> Entry:
         """The entry a name picks: a full reference, a bare ref name (skopeo's `oci:DIR:NAME`),

@@ -6,13 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from occystrap import digest as digests
 from occystrap.layout import writer
 from occystrap.layout.writer import streamed
 from occystrap.mirror.changes import changes, held_manifests
 from occystrap.mirror.lockfile import is_tarball
 from occystrap.mirror.plan import Plan
 from occystrap.model import Descriptor
-from occystrap.streamcheck import file_digest
 from occystrap.ui.units import human
 
 
@@ -32,7 +32,7 @@ def _held(dest: Path, desc: Descriptor) -> bool:
         return False
     path = dest / writer.blob_path(desc.digest)
     try:
-        return path.is_file() and file_digest(path) == (desc.digest, desc.size)
+        return path.is_file() and digests.of_file(path) == (desc.digest, desc.size)
     except OSError:
         return False
 

@@ -7,19 +7,18 @@ the distribution API. Uploads are in upload.py.
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 from occystrap import digest as digests
 from occystrap.digest import Digest
 from occystrap.errors import IntegrityError, ManifestError, NotFoundError, TransferError
 from occystrap.events import NullReporter, PullQuota, Reporter
-from occystrap.mediatypes import ACCEPT, MAX_MANIFEST_BYTES, OCI_INDEX
-from occystrap.model import Descriptor, check_media_type, load_json, media_type_of, parse_index
+from occystrap.mediatypes import ACCEPT, MAX_MANIFEST_BYTES
+from occystrap.model import Descriptor, check_media_type, media_type_of
 from occystrap.reference import Reference
 from occystrap.registry.authflow import Authenticator, HostState, scope_for
 from occystrap.registry.budget import Budget
@@ -128,7 +127,13 @@ class RegistryClient:
             with self.budget.spend(ref.registry) as settle:
                 async with self.request("GET", ref, path, {"Accept": ACCEPT}) as resp:
                     settle()
-                    return await _manifest_body(resp, ref, target, path)
+                    if resp.status == 404:
+                        what = f"digest {target}" if target.startswith("sha256:") else f"tag {target!r}"
+                        raise NotFoundError(f"{ref.full_name}: {what} not found on {ref.registry}")
+                    if resp.status != 200:
+                        raise TransferError(f"GET {path} on {ref.registry}: HTTP {resp.status}")
+                    body = await read_capped(resp, f"manifest for {ref}")
+                    return body, (resp.headers.get("Content-Type") or "").split(";")[0].strip()
 
         data, declared = await self.retry.run(once, f"{self.base_url(ref)}{path}")
         digest = digests.of(data)
@@ -159,65 +164,6 @@ class RegistryClient:
                     return None
 
         return await self.retry.run(once, f"{self.base_url(ref)}{path}")
-
-    async def get_small_blob(self, ref: Reference, desc: Descriptor) -> bytes:
-        if desc.size > MAX_MANIFEST_BYTES:
-            raise ManifestError(f"config of {ref} is {desc.size} bytes, over the {MAX_MANIFEST_BYTES} cap")
-        body = bytearray()
-        async for chunk in self.blob_chunks(ref, desc):
-            body += chunk
-        data = bytes(body)
-        if digests.of(data) != desc.digest:
-            raise IntegrityError(f"config of {ref} does not match its digest {desc.digest}")
-        return data
-
-    async def list_tags(self, ref: Reference) -> list[str]:
-        """Every tag of the repository, following `Link` pagination."""
-        tags: list[str] = []
-        path: str | None = f"/v2/{ref.repository}/tags/list?n=1000"
-        while path:
-            page, path = await self.retry.run(
-                functools.partial(self._tags_page, ref, path), f"{self.base_url(ref)}{path}"
-            )
-            tags.extend(page)
-        return tags
-
-    async def _tags_page(self, ref: Reference, path: str) -> tuple[list[str], str | None]:
-        async with self.request("GET", ref, path) as resp:
-            if resp.status == 404:
-                raise NotFoundError(f"{ref.full_name} not found on {ref.registry}")
-            if resp.status != 200:
-                raise TransferError(f"GET {path} on {ref.registry}: HTTP {resp.status}")
-            body = await resp.read()
-            link = resp.headers.get("Link")
-        doc = load_json(body, f"tag list of {ref.full_name}")
-        page = doc.get("tags") if isinstance(doc, dict) else None
-        return [t for t in page or [] if isinstance(t, str)], next_page(link)
-
-    async def referrers(
-        self, ref: Reference, digest: str, artifact_type: str | None = None
-    ) -> list[Descriptor] | None:
-        """What refers to digest, by the OCI 1.1 referrers API; None where the registry has no
-        such API (distribution 2.8 answers 404): then the tag schema is the way."""
-        path = f"/v2/{ref.repository}/referrers/{digest}"
-        if artifact_type:
-            path += "?" + urlencode({"artifactType": artifact_type})
-
-        async def once() -> list[Descriptor] | None:
-            async with self.request("GET", ref, path, {"Accept": OCI_INDEX}) as resp:
-                if resp.status in (404, 405, 400):
-                    return None
-                if resp.status != 200:
-                    raise TransferError(f"GET {path} on {ref.registry}: HTTP {resp.status}")
-                body = await _read_capped(resp, f"referrers of {digest}")
-                filtered = "artifactType" in resp.headers.get("OCI-Filters-Applied", "")
-            found = parse_index(body, f"referrers of {ref.full_name}@{digest}")
-            if artifact_type and not filtered:
-                found = [d for d in found if d.artifact_type == artifact_type]
-            return found
-
-        result: list[Descriptor] | None = await self.retry.run(once, f"{self.base_url(ref)}{path}")
-        return result
 
     # --- blobs -------------------------------------------------------------
 
@@ -283,16 +229,6 @@ class RegistryClient:
                 await self.retry.wait(tries, exc, safe_url(self.base_url(ref) + path), desc.digest)
 
 
-async def _manifest_body(resp: Response, ref: Reference, target: str, path: str) -> tuple[bytes, str]:
-    if resp.status == 404:
-        what = f"digest {target}" if target.startswith("sha256:") else f"tag {target!r}"
-        raise NotFoundError(f"{ref.full_name}: {what} not found on {ref.registry}")
-    if resp.status != 200:
-        raise TransferError(f"GET {path} on {ref.registry}: HTTP {resp.status}")
-    body = await _read_capped(resp, f"manifest for {ref}")
-    return body, (resp.headers.get("Content-Type") or "").split(";")[0].strip()
-
-
 def _body_start(resp: Response, ref: Reference, desc: Descriptor, received: int) -> int:
     """How many bytes of the body to skip: a 206 must start where we asked; a 200 is whole."""
     if resp.status == 404:
@@ -307,7 +243,7 @@ def _body_start(resp: Response, ref: Reference, desc: Descriptor, received: int)
     raise TransferError(f"GET blob {desc.digest} on {ref.registry}: HTTP {resp.status}")
 
 
-async def _read_capped(resp: Response, what: str) -> bytes:
+async def read_capped(resp: Response, what: str) -> bytes:
     length = resp.content_length
     if length is not None and length > MAX_MANIFEST_BYTES:
         raise ManifestError(f"{what} is {length} bytes, over the {MAX_MANIFEST_BYTES} cap")
@@ -317,15 +253,6 @@ async def _read_capped(resp: Response, what: str) -> bytes:
         if len(body) > MAX_MANIFEST_BYTES:
             raise ManifestError(f"{what} is over the {MAX_MANIFEST_BYTES} byte cap")
     return bytes(body)
-
-
-def next_page(link: str | None) -> str | None:
-    """The path of a `Link: <…>; rel="next"` header, query included."""
-    if not link or 'rel="next"' not in link:
-        return None
-    target = link.split(";")[0].strip().strip("<>")
-    parts = urlsplit(target)
-    return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
 def _content_range_start(value: str | None) -> int | None:

@@ -10,9 +10,9 @@ from typing import Protocol, runtime_checkable
 
 import anyio
 
+from occystrap import digest as digests
 from occystrap.model import Layer, Node
 from occystrap.reference import Reference
-from occystrap.streamcheck import file_digest
 
 
 class BlobTarget(Protocol):
@@ -124,7 +124,7 @@ def verified_or_removed(path: Path, digest: str, size: int | None = None) -> boo
     """
     if not path.exists():
         return False
-    got, got_size = file_digest(path)
+    got, got_size = digests.of_file(path)
     if got == digest and size in (None, got_size):
         return True
     path.unlink()

@@ -12,11 +12,11 @@ import struct
 from collections.abc import Iterator
 from pathlib import Path
 
+from occystrap import digest as digests
 from occystrap.errors import IntegrityError, UsageError
 from occystrap.model import Layer
 from occystrap.sinks import tarformat
 from occystrap.sinks.tarformat import Member, padded
-from occystrap.streamcheck import stream_digest
 
 CHUNK = 1024 * 1024
 _SLOT = struct.Struct("<Q")
@@ -77,7 +77,7 @@ class InPlace:
         digest, size = layer.descriptor.digest, layer.descriptor.size
         if self.done(digest) != size:
             return False
-        if stream_digest(self.read(digest, size))[0] == digest:
+        if digests.of_chunks(self.read(digest, size))[0] == digest:
             return True
         self.record(digest, 0)
         return False

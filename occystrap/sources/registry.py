@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from occystrap.digest import Digest
 from occystrap.model import Descriptor
 from occystrap.reference import Reference
+from occystrap.registry import listing
 from occystrap.registry.client import RegistryClient
 from occystrap.sources.base import Fetched
 
@@ -30,10 +31,10 @@ class RegistrySource:
         return self.client.blob_chunks(ref, desc, offset)
 
     async def referrers(self, ref: Reference, digest: str) -> list[Descriptor] | None:
-        return await self.client.referrers(ref, digest)
+        return await listing.referrers(self.client, ref, digest)
 
     async def tags(self, ref: Reference) -> list[str]:
-        return await self.client.list_tags(ref)
+        return await listing.tags(self.client, ref)
 
     async def aclose(self) -> None:
         return None

@@ -15,7 +15,7 @@ the final summary line. The JSON lines schema is documented in
   codes; a line per state change that matters and a progress line at most every
   ``interval`` seconds.
 - :class:`JsonReporter` (``json``): every event as one JSON object per line.
-- :class:`QuietReporter` (``none``, ``--quiet``): nothing.
+- nothing (``none``, ``--quiet``): ``commands.common.Silent``, which imports no display.
 """
 
 from __future__ import annotations
@@ -50,7 +50,6 @@ from occystrap.ui.units import duration, human, human_pair, rate, short, short_i
 __all__ = [
     "JsonReporter",
     "PlainReporter",
-    "QuietReporter",
     "Stats",
     "human",
     "short",
@@ -200,14 +199,6 @@ class JsonReporter(Guarded):
             self._write(schema.summary(self.stats, time.time(), ok, error))
         except Exception:
             self._failed("close")
-
-
-class QuietReporter:
-    def emit(self, event: Event) -> None:
-        return None
-
-    def close(self, ok: bool = True, error: str | None = None) -> None:
-        return None
 
 
 def __getattr__(name: str) -> Any:
