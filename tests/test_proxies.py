@@ -121,6 +121,11 @@ def test_mirror_goes_through_the_proxy(
     assert len(blob_gets) == len(image.layers) + 1  # every layer and the config, once each
     assert {r.host for r in forward_proxy.requests} == {PROXY_HOST}
 
+    # Without the proxy the name resolves nowhere: one line, exit 5, DEST as it was.
+    proc = fails("mirror", "--retries", "0", str(spec), str(tmp_path / "other"), env=_env(tmp_path))
+    assert proc.returncode == 5
+    assert "cannot resolve" in _error_line(proc.stderr) and PROXY_HOST in _error_line(proc.stderr)
+
 
 # --- HTTPS through CONNECT ---------------------------------------------------------------
 
