@@ -28,6 +28,7 @@ COMMANDS = {
     "prune": "occystrap.commands.prune:prune_cmd",
     "list-tags": "occystrap.commands.look:list_tags",
     "inspect": "occystrap.commands.look:inspect",
+    "ratelimit": "occystrap.commands.ratelimit:ratelimit_cmd",
     "verify": "occystrap.commands.verify:verify_cmd",
     "serve": "occystrap.commands.serve:serve_cmd",
 }

@@ -122,6 +122,28 @@ class ManifestPushed(Event):
     tag: str | None
 
 
+@dataclass(frozen=True)
+class PullQuota(Event):
+    """What a registry's rate-limit headers say is left of its pull quota (Docker Hub counts
+    manifest GETs; HEADs are free)."""
+
+    registry: str
+    remaining: int
+    limit: int | None = None
+    window: int | None = None  # seconds the limit covers
+    reset: float | None = None  # seconds until it refills, when the registry says
+
+
+@dataclass(frozen=True)
+class BlobSource(Event):
+    """Where a blob's bytes come from, where registry mirrors are configured: a mirror
+    (`HOST[:PORT][/PREFIX]`) or the image's own registry."""
+
+    digest: str
+    source: str
+    mirror: bool
+
+
 class Reporter(Protocol):
     def emit(self, event: Event) -> None: ...
 

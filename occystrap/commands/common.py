@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from occystrap.events import Event
     from occystrap.registry.client import RegistryClient
     from occystrap.registry.options import ClientOptions
+    from occystrap.userconfig import Registries
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -200,23 +201,28 @@ def setup_logging(reporter: CliReporter) -> None:
     logging.getLogger("asyncio").setLevel(logging.WARNING)
 
 
-def client_options(opts: dict[str, Any], settings: dict[str, Any] | None = None) -> ClientOptions:
-    """The registry client's options from the command line (and a spec's per-registry settings)."""
+def client_options(opts: dict[str, Any], registries: Registries | None = None) -> ClientOptions:
+    """The registry client's options from the command line, the user's config file and a mirror
+    spec's per-registry settings (the spec's win over the file's)."""
+    from occystrap import userconfig
     from occystrap.registry.auth import Credentials
     from occystrap.registry.options import ClientOptions
 
-    settings = settings or {}
+    table = userconfig.merged(userconfig.load(), registries or {})
     return ClientOptions(
         username=opts.get("username"),
         password=opts.get("password"),
-        insecure_registries=frozenset(opts.get("insecure") or ()) | settings.get("insecure", frozenset()),
-        credentials={h: Credentials(u, p) for h, (u, p) in settings.get("credentials", {}).items()},
+        insecure_registries=frozenset(opts.get("insecure") or ())
+        | {h for h, s in table.items() if s.insecure},
+        credentials={h: Credentials(s.username, s.password or "") for h, s in table.items() if s.username},
         ca_cert=opts.get("ca_cert"),
         retries=opts.get("retries", 5),
         resolve=parse_resolve(opts.get("resolve") or ()),
         read_timeout=opts.get("read_timeout", 60.0),
         connect_timeout=opts.get("connect_timeout", 30.0),
         proxy=opts.get("proxy"),
+        mirrors={h: s.mirrors for h, s in table.items() if s.mirrors},
+        rate_limit_reserve=opts.get("rate_limit_reserve"),
     )
 
 
@@ -227,6 +233,8 @@ class Context:
     reporter: CliReporter
     limits: Limits
     platform: Platform
+    # Built on first use: the user's config file is read only by commands that talk to a
+    # registry, so a broken one never stops a local command.
     make_options: Callable[[], ClientOptions]
     stack: AsyncExitStack
     _clients: dict[str, RegistryClient] = field(default_factory=dict)
@@ -275,6 +283,7 @@ def run(
     if opts.get("verbose"):
         setup_logging(reporter)
     given = options
+    parse_resolve(opts.get("resolve") or ())  # a usage error belongs to click, before the run
 
     def make_options() -> ClientOptions:
         return given or client_options(opts)

@@ -13,13 +13,25 @@ from occystrap.sinks.base import Sink
 from occystrap.sources.base import Source
 
 
+async def registry_source(ctx: Context, name: str = "registry") -> Source:
+    """Registries to pull from, through their mirrors where any are configured."""
+    from occystrap.sources.registry import RegistrySource
+
+    client = await ctx.client()
+    origin = RegistrySource(client, name)
+    if not client.options.mirrors:
+        return origin
+    from occystrap.sources.mirrored import MirroredSource, mirror_options
+
+    mirrors = RegistrySource(await ctx.client("mirrors", mirror_options(client.options)), "mirrors")
+    return MirroredSource(origin, mirrors, client.options.mirrors, ctx.reporter)
+
+
 async def open_source(ctx: Context, where: Location) -> tuple[Source, Reference]:
     """The source, and the reference it knows the wanted image by."""
     if where.kind == "registry":
-        from occystrap.sources.registry import RegistrySource
-
         assert where.ref is not None
-        return RegistrySource(await ctx.client(), where.ref.registry), where.ref
+        return await registry_source(ctx, where.ref.registry), where.ref
     from occystrap.sources.layout import LayoutSource
 
     assert where.path is not None
@@ -51,11 +63,12 @@ async def registry_sink(
     registry, every blob is known to be in the source's repository, so it is mounted."""
     from occystrap.layout.writer import streamed
     from occystrap.sinks.registry import RegistrySink
+    from occystrap.sources.mirrored import MirroredSource
     from occystrap.sources.registry import RegistrySource
 
     client = await ctx.client("destination", client_options(side_options(opts, "dest")))
     known: dict[str, Reference] = {}
-    if isinstance(source, RegistrySource) and source_ref is not None:
+    if isinstance(source, (RegistrySource, MirroredSource)) and source_ref is not None:
         for root in nodes:
             for node in walk(root):
                 if node.reference.registry == source_ref.registry:

@@ -15,13 +15,13 @@ from occystrap.sinks.base import Sink
 
 async def fetch_one(ctx: Context, ref: Reference, sink: Sink, destination: str) -> None:
     """Resolve one image for the run's platform and copy it from its registry into sink."""
+    from occystrap.commands.endpoints import registry_source
     from occystrap.engine import Item
     from occystrap.events import RunStarted
     from occystrap.resolve import require_image, resolve, resolved_event
-    from occystrap.sources.registry import RegistrySource
 
     ctx.reporter.emit(RunStarted((str(ref),), destination))
-    source = RegistrySource(await ctx.client(), ref.registry)
+    source = await registry_source(ctx, ref.registry)
     found = await resolve(source, ref, ctx.platform, ctx.limits.resolves)
     image = require_image(found.nodes[0])
     ctx.reporter.emit(resolved_event(image))

@@ -52,6 +52,13 @@ from occystrap.sources.base import Source
 @click.option(
     "--referrers", is_flag=True, help="Also carry what refers to each image: signatures, attestations, SBOMs."
 )
+@click.option(
+    "--rate-limit-reserve",
+    type=click.IntRange(0),
+    metavar="N",
+    help="Stop cleanly (exit 5) before a registry's reported pull quota (Docker Hub's) would fall "
+    "below N; what was mirrored is kept, and running again later carries on.",
+)
 @registry_options
 @wrap_errors
 def mirror_cmd(
@@ -107,6 +114,11 @@ def mirror_cmd(
       occystrap mirror --locked --lock images.lock images.yaml bundle.tar
       occystrap mirror --since v1.tar images.yaml v2.tar   # a delta over v1.tar
       occystrap mirror --prune images.yaml mirror/
+      occystrap mirror --rate-limit-reserve 10 images.yaml mirror/   # keep 10 Docker Hub pulls
+
+    \b
+    SPEC.yaml's `registries:` (and ~/.config/occystrap/config.yaml) may name mirrors, tried
+    first for pulls:  docker.io: {mirrors: [mirror.example:5000, 10.0.0.5:5000/hub]}
     """
     if len(paths) > 2:
         raise UsageError("expected [SPEC.yaml] DEST")
@@ -149,18 +161,23 @@ def mirror_cmd(
         if not lockfile.is_tarball(dest) and dest.exists() and not dest.is_dir():
             raise UsageError(f"{dest} exists and is not a directory")
 
+    reserve = opts.get("rate_limit_reserve")
+
     async def body(ctx: Context) -> None:
+        from occystrap.commands import reserve as reserve_
+        from occystrap.commands.endpoints import registry_source
         from occystrap.events import Info, RunStarted, Warning_
         from occystrap.mirror import changes, dryrun, plan, run
-        from occystrap.sources.registry import RegistrySource
 
         # Everything for the user goes through the reporter while the live display runs.
         reporter = ctx.reporter
         names = [s.name for s in wanted.images] if wanted is not None else sorted(lock)
         reporter.emit(RunStarted(tuple(names), dest_text, upload=into_registry))
-        registry_source = RegistrySource(await ctx.client())
-        source = registry_source if into_registry else await _planning_source(ctx, registry_source, dest)
-        planner = plan.Planner(source, ctx.platform, ctx.limits.resolves)
+        pulled = await registry_source(ctx)
+        source = pulled if into_registry else await _planning_source(ctx, pulled, dest, keep=not dry_run)
+        budget = (await ctx.client()).budget
+        make_planner = reserve_.ReservePlanner if reserve is not None else plan.Planner
+        planner = make_planner(source, ctx.platform, ctx.limits.resolves)
         if not locked and wanted is not None:
             result = await plan.plan(planner, wanted, keep_going, reporter)
         else:
@@ -168,7 +185,14 @@ def mirror_cmd(
                 from occystrap.mirror.lockcheck import check_covers
 
                 await check_covers(planner, wanted, lock, str(lock_file))
-            result = await plan.plan_from_lock(planner, lock, keep_going, reporter)
+            # A lock is replayed image by image: one the reserve holds back must not stop the rest.
+            result = await plan.plan_from_lock(planner, lock, keep_going or reserve is not None, reporter)
+        held = reserve_.held_back(planner, result.failures, budget)
+        if result.failures and not keep_going:
+            raise run.MirrorFailedError(run.failure_message(result.failures))
+        if held and (dry_run or lockfile.is_tarball(dest)):
+            # A bundle is written whole: one without the held-back tags would drop them.
+            raise reserve_.stopped(budget, held)
         base = None
         if since is not None:
             from occystrap.delta.base import load
@@ -196,7 +220,7 @@ def mirror_cmd(
             await airgap.after_run(dest, result, base, prune, reporter)
         if not dry_run:
             if not locked and lock_file is not None:
-                lockfile.write_lock(lock_file, result.lock(), result.failures)
+                reserve_.write_lock(lock_file, result.lock(), result.failures, held)
             elif locked and placement is None and lock_file != lockfile.lock_path(dest):
                 # A lock replayed from elsewhere (a repository): DEST still gets its own record.
                 lockfile.write_lock(lockfile.lock_path(dest), result.lock(), result.failures)
@@ -208,12 +232,16 @@ def mirror_cmd(
             for name, why in sorted(result.failures.items()):
                 reporter.emit(Warning_(f"failed: {name}: {why}"))
             raise run.MirrorFailedError(run.failure_message(result.failures))
+        if held:
+            raise reserve_.stopped(budget, held)
 
     run_command(opts, body, specs.spec_client_options(opts, wanted))
 
 
-async def _planning_source(ctx: Context, source: Source, dest: Path) -> Source:
-    """Configs a merged directory DEST already holds are read from it, not fetched again."""
+async def _planning_source(ctx: Context, source: Source, dest: Path, keep: bool) -> Source:
+    """What a merged directory DEST already holds is read from it, not fetched again: configs,
+    manifests by digest, and tags whose HEAD names a manifest DEST holds (see LocalFirst).
+    keep: DEST may be written (not a dry run)."""
     from occystrap.mirror.lockfile import is_tarball
 
     if is_tarball(dest) or not (dest / "index.json").is_file():
@@ -223,4 +251,4 @@ async def _planning_source(ctx: Context, source: Source, dest: Path) -> Source:
 
     held = LayoutReader.open(dest)
     ctx.stack.callback(held.close)
-    return LocalFirst(source, held)
+    return LocalFirst(source, held, dest if keep else None)

@@ -30,11 +30,5 @@ def wanted_images(spec_path: Path | None, image_refs: tuple[str, ...], referrers
 
 
 def spec_client_options(opts: dict[str, Any], wanted: MirrorSpec | None) -> ClientOptions:
-    settings = wanted.registries if wanted is not None else {}
-    return client_options(
-        opts,
-        {
-            "credentials": {h: (s.username, s.password or "") for h, s in settings.items() if s.username},
-            "insecure": frozenset(h for h, s in settings.items() if s.insecure),
-        },
-    )
+    """The client options with the spec's per-registry settings (credentials, insecure, mirrors)."""
+    return client_options(opts, wanted.registries if wanted is not None else None)

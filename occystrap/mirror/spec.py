@@ -13,6 +13,7 @@
     registries:                             # optional, per registry host
       ghcr.io: {username: me, password_env: GHCR_TOKEN}
       10.0.0.5:5000: {insecure: true}
+      docker.io: {mirrors: [mirror.example:5000, 10.0.0.5:5000/hub]}   # tried first, in order
 
 Tag selection (`select_tags`) is a pure function so it can be tested on its own.
 """
@@ -30,6 +31,7 @@ import yaml
 
 from occystrap import reference
 from occystrap.errors import BadReferenceError, ManifestError, UsageError
+from occystrap.locations import parse_registry_prefix
 from occystrap.platform import Platform
 from occystrap.reference import Reference
 
@@ -37,7 +39,7 @@ ALL = "all"
 _KEYS = frozenset(
     {"name", "tags", "include", "exclude", "range", "latest", "digests", "platforms", "referrers"}
 )
-_REGISTRY_KEYS = frozenset({"username", "password_env", "password_file", "insecure"})
+_REGISTRY_KEYS = frozenset({"username", "password_env", "password_file", "insecure", "mirrors"})
 _COMPARATOR = re.compile(r"\s*(>=|<=|>|<|=|\^|~)?\s*([^\s<>=^~]+)")
 Key = tuple[int, int, int, int, tuple[tuple[int, int | str], ...]]
 Range = tuple[tuple[tuple[str, Key], ...], ...]  # alternatives (||) of comparator sets (AND)
@@ -82,6 +84,7 @@ class RegistrySettings:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     insecure: bool = False
+    mirrors: tuple[str, ...] = ()  # HOST[:PORT][/PREFIX], tried first for pulls, in order
 
 
 @dataclass(frozen=True)
@@ -209,7 +212,7 @@ def parse(text: str, where: str = "spec") -> MirrorSpec:
     if not isinstance(raw, list) or not raw:
         raise ManifestError(f"{where}: 'images' must be a non-empty list")
     images = tuple(_image(item, f"{where}: images[{i}]") for i, item in enumerate(raw))
-    registries = _registries(doc.get("registries"), f"{where}: registries")
+    registries = parse_registries(doc.get("registries"), f"{where}: registries")
     return MirrorSpec(images, registries, _flag(doc, "referrers", where) or False)
 
 
@@ -220,7 +223,8 @@ def _flag(item: dict[Any, Any], key: str, where: str) -> bool | None:
     return value
 
 
-def _registries(raw: Any, where: str) -> dict[str, RegistrySettings]:
+def parse_registries(raw: Any, where: str) -> dict[str, RegistrySettings]:
+    """`registries:` as a spec (or the user's config file) writes it: host -> settings."""
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -248,8 +252,26 @@ def _registries(raw: Any, where: str) -> dict[str, RegistrySettings]:
             raise ManifestError(f"{here}: a password needs a 'username'")
         insecure = _flag(item, "insecure", here) or False
         registry = reference.parse(f"{host}/x").registry
-        out[registry] = RegistrySettings(username, password, insecure)
+        out[registry] = RegistrySettings(username, password, insecure, _mirrors(item.get("mirrors"), here))
     return out
+
+
+def _mirrors(value: Any, where: str) -> tuple[str, ...]:
+    """Mirror entries, `HOST[:PORT][/PREFIX]` (an https:// in front is allowed), normalized."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ManifestError(f"{where}: 'mirrors' must be a list of HOST[:PORT][/PREFIX]")
+    out = []
+    for text in value:
+        try:
+            registry, prefix = parse_registry_prefix(text.removeprefix("https://").rstrip("/"))
+        except BadReferenceError as exc:
+            raise ManifestError(f"{where}: mirrors: {exc}") from None
+        out.append(f"{registry}/{prefix}" if prefix else registry)
+    return tuple(dict.fromkeys(out))
 
 
 def from_refs(refs: Sequence[str]) -> MirrorSpec:

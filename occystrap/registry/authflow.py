@@ -82,9 +82,11 @@ class Authenticator:
                 base, ssl_arg = f"https://{ref.api_host}", False
             else:
                 base, ssl_arg = f"https://{ref.api_host}", self.transport.verified_ssl
-            creds = self.options.credentials.get(ref.registry) or auth.resolve_credentials(
-                ref.registry, self.options.username, self.options.password
-            )
+            creds = self.options.credentials.get(ref.registry)
+            if creds is None and self.options.configured_credentials_only:
+                creds = auth.from_docker_config(ref.registry)
+            elif creds is None:
+                creds = auth.resolve_credentials(ref.registry, self.options.username, self.options.password)
             host = HostState(ref.registry, base, ssl_arg, creds)
             self._hosts[ref.registry] = host
         return host
@@ -168,6 +170,11 @@ class Authenticator:
                 f"{ref.registry} refused anonymous access to {wants} {ref.repository}"
                 " (it may not exist, or needs --username/--password)"
             )
+        if host.credentials.identity_token is not None:
+            return AuthError(
+                f"{ref.registry} refused the access token its identity token gave,"
+                f" to {wants} {ref.repository} (scope {scope})"
+            )
         return AuthError(
             f"{ref.registry} refused the credentials for user {host.credentials.username!r}"
             f" to {wants} {ref.repository} (scope {scope})"
@@ -198,6 +205,12 @@ class Authenticator:
                 exchange = self.transport.exchange("GET", url, headers, ssl_arg)
             async with exchange as resp:
                 if resp.status in (401, 403):
+                    if identity is not None:
+                        raise AuthError(
+                            f"token server for {ref.registry} refused the identity token"
+                            f" (HTTP {resp.status}); it may have expired or been revoked:"
+                            f" log in again (docker login {ref.registry})"
+                        )
                     who = "credentials were refused" if creds else "anonymous access refused"
                     raise AuthError(f"token server for {ref.registry}: {who} (HTTP {resp.status})")
                 if resp.status in RETRY_STATUSES:

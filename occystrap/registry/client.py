@@ -16,11 +16,12 @@ from urllib.parse import urlsplit
 from occystrap import digest as digests
 from occystrap.digest import Digest
 from occystrap.errors import IntegrityError, ManifestError, NotFoundError, TransferError
-from occystrap.events import NullReporter, Reporter
+from occystrap.events import NullReporter, PullQuota, Reporter
 from occystrap.mediatypes import ACCEPT, MAX_MANIFEST_BYTES
 from occystrap.model import Descriptor, check_media_type, media_type_of
 from occystrap.reference import Reference
 from occystrap.registry.authflow import Authenticator, HostState, scope_for
+from occystrap.registry.budget import Budget
 from occystrap.registry.options import ClientOptions
 from occystrap.registry.retry import RETRY_STATUSES, Retryable, RetryPolicy, for_status
 from occystrap.registry.transport import Response, Transport, safe_url
@@ -47,6 +48,7 @@ class RegistryClient:
         if sleep is not None:
             self.retry.sleep = sleep
         self.auth = Authenticator(self.transport, self.options, self.retry, clock)
+        self.budget = Budget(self.options.rate_limit_reserve)
 
     async def __aenter__(self) -> RegistryClient:
         await self.transport.open()
@@ -85,6 +87,11 @@ class RegistryClient:
             async with self.transport.follow(
                 method, target, req_headers, host.base_url, host.ssl, data
             ) as resp:
+                quota = self.budget.note(ref.registry, resp.status, resp.headers)
+                if quota is not None:
+                    self.reporter.emit(
+                        PullQuota(ref.registry, quota.remaining, quota.limit, quota.window, quota.reset)
+                    )
                 if resp.status == 401:
                     if self.auth.refused(
                         ref, host, scope, resp.headers.get("WWW-Authenticate", ""), attempt == 0
@@ -113,15 +120,20 @@ class RegistryClient:
         target = reference or ref.reference
         path = f"/v2/{ref.repository}/manifests/{target}"
 
+        await self.budget.learn(ref.registry, lambda: self.head_manifest(ref, target))
+
         async def once() -> tuple[bytes, str]:
-            async with self.request("GET", ref, path, {"Accept": ACCEPT}) as resp:
-                if resp.status == 404:
-                    what = f"digest {target}" if target.startswith("sha256:") else f"tag {target!r}"
-                    raise NotFoundError(f"{ref.full_name}: {what} not found on {ref.registry}")
-                if resp.status != 200:
-                    raise TransferError(f"GET {path} on {ref.registry}: HTTP {resp.status}")
-                body = await read_capped(resp, f"manifest for {ref}")
-                return body, (resp.headers.get("Content-Type") or "").split(";")[0].strip()
+            # Docker Hub counts manifest GETs: each is admitted against the reserve, if any.
+            with self.budget.spend(ref.registry) as settle:
+                async with self.request("GET", ref, path, {"Accept": ACCEPT}) as resp:
+                    settle()
+                    if resp.status == 404:
+                        what = f"digest {target}" if target.startswith("sha256:") else f"tag {target!r}"
+                        raise NotFoundError(f"{ref.full_name}: {what} not found on {ref.registry}")
+                    if resp.status != 200:
+                        raise TransferError(f"GET {path} on {ref.registry}: HTTP {resp.status}")
+                    body = await read_capped(resp, f"manifest for {ref}")
+                    return body, (resp.headers.get("Content-Type") or "").split(";")[0].strip()
 
         data, declared = await self.retry.run(once, f"{self.base_url(ref)}{path}")
         digest = digests.of(data)

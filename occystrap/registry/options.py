@@ -27,3 +27,10 @@ class ClientOptions:
     credentials: dict[str, Credentials] = field(default_factory=dict, repr=False)
     # An explicit proxy for every request (--proxy); None: the *_PROXY environment.
     proxy: str | None = field(default=None, repr=False)
+    # Registry -> its mirrors, tried first for pulls: `HOST[:PORT][/PREFIX]`, in order.
+    mirrors: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Only credentials configured for the host itself (`credentials`, docker's config.json):
+    # a mirror on another host must never get what --username or OCCYSTRAP_* meant for the origin.
+    configured_credentials_only: bool = False
+    # Stop before a registry's reported pull quota would fall below this (mirror --rate-limit-reserve).
+    rate_limit_reserve: int | None = None

@@ -1,9 +1,12 @@
-"""Which proxy a URL goes through: HTTPS_PROXY / HTTP_PROXY / NO_PROXY as curl and Go read them.
+"""Which proxy a URL goes through: HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY as curl and
+Go read them.
 
 Pure logic over an environment mapping. Lowercase names win over uppercase (curl reads
-only `http_proxy` in lowercase, Go both); NO_PROXY entries are host names (a leading dot or
-`*.` matches subdomains, and the bare name too), IP addresses, CIDR ranges, optionally with
-a port, or `*` for everything. Loopback hosts are never proxied, as in Go.
+only `http_proxy` in lowercase, Go both); ALL_PROXY (curl's) is the fallback for either
+scheme. NO_PROXY entries are host names (a leading dot or `*.` matches subdomains, and the
+bare name too, as curl has it), IP addresses, CIDR ranges, optionally with a port, or `*`
+for everything. NO_PROXY applies to an explicit `--proxy` too, as it does to curl's `-x`.
+Loopback hosts are never proxied, as in Go: a registry on this machine is reached directly.
 """
 
 from __future__ import annotations
@@ -56,7 +59,8 @@ def bypassed(host: str, port: int | None, no_proxy: str) -> bool:
         address = ipaddress.ip_address(host)
     except ValueError:
         address = None
-    for raw in no_proxy.split(","):
+    # curl also takes spaces between entries; Go only commas.
+    for raw in no_proxy.replace(" ", ",").split(","):
         item = raw.strip().lower()
         if not item:
             continue
@@ -88,10 +92,10 @@ def proxy_for(url: str, environ: Mapping[str, str], explicit: str | None = None)
     host = parts.hostname or ""
     if is_loopback_host(host if ":" not in host else f"[{host}]"):
         return None
-    if explicit:
-        return parse_proxy(explicit)
     if bypassed(host, parts.port or (443 if parts.scheme == "https" else 80), _env(environ, "no_proxy")):
         return None
+    if explicit:
+        return parse_proxy(explicit)
     value = _env(environ, "https_proxy") if parts.scheme == "https" else _env(environ, "http_proxy")
     value = value or _env(environ, "all_proxy")
     return parse_proxy(value) if value else None

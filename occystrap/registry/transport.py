@@ -18,10 +18,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-from occystrap.errors import TransferError, UsageError
+from occystrap.errors import AuthError, TransferError, UsageError
 from occystrap.lazyssl import cheap_default_contexts
 from occystrap.registry.options import ClientOptions
-from occystrap.registry.proxy import proxy_for
+from occystrap.registry.proxy import Proxy, proxy_for
 from occystrap.registry.retry import Retryable
 
 # aiohttp builds two SSL contexts as it is imported: see lazyssl.
@@ -101,8 +101,7 @@ class Transport:
             return origin_ssl
         return self.verified_ssl if url.startswith("https://") else False
 
-    def _proxy_args(self, url: str) -> dict[str, Any]:
-        proxy = proxy_for(url, self._environ, self.options.proxy)
+    def _proxy_args(self, proxy: Proxy | None) -> dict[str, Any]:
         if proxy is None:
             return {}
         args: dict[str, Any] = {"proxy": proxy.url}
@@ -117,6 +116,7 @@ class Transport:
         """One HTTP exchange; transport failures become Retryable or TransferError."""
         log.debug("%s %s", method, safe_url(url))
         started = time.monotonic()
+        proxy = proxy_for(url, self._environ, self.options.proxy)
         try:
             resp = await self.session.request(
                 method,
@@ -125,7 +125,7 @@ class Transport:
                 ssl=ssl_arg,
                 allow_redirects=False,
                 data=data,
-                **self._proxy_args(url),
+                **self._proxy_args(proxy),
             )
         except aiohttp.ClientConnectorCertificateError as exc:
             raise TransferError(
@@ -139,16 +139,19 @@ class Transport:
         except aiohttp.ClientProxyConnectionError as exc:
             raise Retryable(f"proxy unreachable: {describe(exc)}") from None
         except aiohttp.ClientHttpProxyError as exc:
-            if exc.status == 407:
-                raise TransferError(
-                    f"the proxy refused our credentials (HTTP 407) for {safe_url(url)}"
-                ) from None
+            if exc.status == 407 and proxy is not None:
+                raise proxy_refusal(proxy, url) from None
             raise Retryable(f"proxy answered HTTP {exc.status}") from None
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise Retryable(describe(exc)) from None
         log.debug(
             "%s %s -> %s in %.0f ms", method, safe_url(url), resp.status, (time.monotonic() - started) * 1000
         )
+        if resp.status == 407 and proxy is not None:
+            # Plain HTTP goes through the proxy as an absolute-URI request, so its 407 arrives
+            # as a response rather than as a failed CONNECT.
+            resp.release()
+            raise proxy_refusal(proxy, url)
         try:
             yield resp
         except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
@@ -211,6 +214,17 @@ class _PinnedResolver(aiohttp.abc.AbstractResolver):
 
     async def close(self) -> None:
         await self._default.close()
+
+
+def proxy_refusal(proxy: Proxy, url: str) -> AuthError:
+    """One line for a 407: which proxy, and whether credentials were sent (never what they were)."""
+    where = f"the proxy {proxy.url} (for {urlsplit(url).netloc})"
+    if proxy.username is None:
+        return AuthError(
+            f"{where} requires credentials (HTTP 407): put them in the proxy URL, "
+            "http://USER:PASSWORD@HOST:PORT"
+        )
+    return AuthError(f"{where} refused the credentials in the proxy URL (HTTP 407)")
 
 
 def safe_url(url: str) -> str:

@@ -53,3 +53,13 @@ class HasReferrers(Protocol):
     async def referrers(self, ref: Reference, digest: str) -> list[Descriptor] | None:
         """The referrers' descriptors; None when the source has no such API."""
         ...
+
+
+@runtime_checkable
+class HasHead(Protocol):
+    """A source that can say which digest a tag names without sending the manifest (a HEAD,
+    which Docker Hub does not count against its pull quota)."""
+
+    async def head(self, ref: Reference) -> Digest | None:
+        """The digest ref names now; None when the source cannot say (or holds no such tag)."""
+        ...

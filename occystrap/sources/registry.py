@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from occystrap.digest import Digest
 from occystrap.model import Descriptor
 from occystrap.reference import Reference
 from occystrap.registry import listing
@@ -22,6 +23,9 @@ class RegistrySource:
 
     async def manifest(self, ref: Reference, target: str | None = None) -> Fetched:
         return await self.client.manifest(ref, target)
+
+    async def head(self, ref: Reference) -> Digest | None:
+        return await self.client.head_manifest(ref)
 
     def blob(self, ref: Reference, desc: Descriptor, offset: int = 0) -> AsyncIterator[bytes]:
         return self.client.blob_chunks(ref, desc, offset)

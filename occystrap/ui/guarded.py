@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import logging
 
-from occystrap.events import Event, Info, Warning_
+from occystrap.events import Event, Info, PullQuota, Warning_
 
 log = logging.getLogger(__name__)
 
 MAX_REFRESH = 10.0
-LINES_ONLY = (Info, Warning_)  # events that print a line but need no live display
+LINES_ONLY = (Info, Warning_, PullQuota)  # events that print a line but need no live display
 
 
 class Guarded:

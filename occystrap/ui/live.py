@@ -17,6 +17,7 @@ from occystrap.events import (
     ImageCommitted,
     ImageResolved,
     Info,
+    PullQuota,
     Warning_,
 )
 from occystrap.ui.guarded import LINES_ONLY, MAX_REFRESH, Guarded
@@ -188,6 +189,10 @@ class RichReporter(Guarded):
             return Text.assemble(("warning: ", "yellow bold"), event.message)
         if isinstance(event, Info):
             return Text(event.message, style="dim")
+        if isinstance(event, PullQuota):
+            line = self.stats.quota_line(event)
+            low = event.limit is not None and event.remaining <= max(1, event.limit // 10)
+            return Text(line, style="yellow" if low else "dim") if line else None
         if isinstance(event, ImageCommitted):
             where = f" -> {event.path}" if event.path else ""
             return Text.assemble(("wrote ", "green bold"), event.image, where)

@@ -40,6 +40,7 @@ from occystrap.events import (
     ImageResolved,
     Info,
     ManifestPushed,
+    PullQuota,
     Warning_,
 )
 from occystrap.ui import schema
@@ -118,7 +119,9 @@ class PlainReporter(Guarded):
                 secs = max(self.clock() - began, 1e-3)
                 took = f" in {secs:.1f}s ({rate(event.size / secs)})"
             image = f" for {short_image(owner)}" if owner else ""
-            return f"{self.stats.moved} {short(event.digest)} {human(event.size)}{took}{image}"
+            where = self.stats.source_of(event.digest)
+            source = f" from {where}" if where else ""
+            return f"{self.stats.moved} {short(event.digest)} {human(event.size)}{took}{image}{source}"
         if isinstance(event, BlobRemoved):
             return f"deleted {short(event.digest)} {human(event.size)}"
         if isinstance(event, BlobSkipped):
@@ -135,6 +138,8 @@ class PlainReporter(Guarded):
             return f"warning: {event.message}"
         if isinstance(event, Info):
             return event.message
+        if isinstance(event, PullQuota):
+            return self.stats.quota_line(event)
         if isinstance(event, CommitStarted):
             return f"writing {event.destination}" if event.destination else None
         if isinstance(event, ImageCommitted):

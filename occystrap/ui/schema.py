@@ -40,6 +40,17 @@ ManifestPushed  image str, digest str, tag str|null                a manifest or
                                                                    the tag, last
 CommitStarted   images [str], destination str                      writing the output (tar, manifests)
 ImageCommitted  image str, path str                                the image is complete
+BlobSource      digest str, source str, mirror bool                where mirrors are configured: the
+                                                                   blob's bytes start to arrive from
+                                                                   ``source`` (``HOST[:PORT][/PREFIX]``),
+                                                                   a mirror or the image's registry
+                                                                   (configs read while resolving too)
+PullQuota       registry str, remaining int, limit int|null,       a registry's rate-limit headers
+                window int|null (s), reset float|null (s)          (Docker Hub's ``ratelimit-*``, the
+                                                                   IETF ``RateLimit-*``) report a new
+                                                                   count; ``window``: what the limit
+                                                                   covers, ``reset``: time until it
+                                                                   refills, when the registry says
 Warning         message str                                        something the user should know
 Info            message str                                        a note that is neither progress nor a
                                                                    problem
@@ -52,7 +63,12 @@ Summary         ok bool, error str|null, images int,               always the la
                 mounted_blobs int, manifests_pushed int,
                 tags_written int, artifacts int,
                 base_blobs int, base_bytes int,
-                removed_blobs int, removed_bytes int
+                removed_blobs int, removed_bytes int,
+                sources {place: {blobs int, bytes int,
+                mirror bool}} (from BlobSource; empty without
+                mirrors), pull_quota {registry: {remaining int,
+                limit int|null, window int|null, reset
+                float|null}} (the last PullQuota of each)
 =============== ================================================== ========================================
 
 ``fetched_bytes`` is the sum of ``BlobDone.size`` (bytes pushed, when the destination is a
@@ -92,6 +108,8 @@ SCHEMA: dict[str, tuple[str, ...]] = {
     "BlobDone": ("digest", "size"),
     "BlobRemoved": ("digest", "size"),
     "ManifestPushed": ("image", "digest", "tag"),
+    "BlobSource": ("digest", "source", "mirror"),
+    "PullQuota": ("registry", "remaining", "limit", "window", "reset"),
     "CommitStarted": ("images", "destination"),
     "ImageCommitted": ("image", "path"),
     "Warning": ("message",),
@@ -119,6 +137,8 @@ SCHEMA: dict[str, tuple[str, ...]] = {
         "base_bytes",
         "removed_blobs",
         "removed_bytes",
+        "sources",
+        "pull_quota",
     ),
 }
 
@@ -164,4 +184,12 @@ def summary(stats: Stats, at: float, ok: bool = True, error: str | None = None) 
         "base_bytes": stats.base_bytes,
         "removed_blobs": stats.removed_blobs,
         "removed_bytes": stats.removed_bytes,
+        "sources": {
+            where: {"blobs": blobs, "bytes": size, "mirror": where in stats.mirror_sources}
+            for where, (blobs, size) in sorted(stats.sources.items())
+        },
+        "pull_quota": {
+            registry: {"remaining": q.remaining, "limit": q.limit, "window": q.window, "reset": q.reset}
+            for registry, q in sorted(stats.quotas.items())
+        },
     }

@@ -12,14 +12,17 @@ from occystrap.events import (
     BlobRemoved,
     BlobRetry,
     BlobSkipped,
+    BlobSource,
     CommitStarted,
     Event,
     ImageCommitted,
     ImageResolved,
     ManifestPushed,
+    PullQuota,
     RunStarted,
     Warning_,
 )
+from occystrap.registry.ratelimit import Quota
 from occystrap.ui.units import human, plural, rate
 
 Clock = Callable[[], float]
@@ -68,6 +71,12 @@ class Stats:
         self.tags_written = 0
         self._received: dict[str, int] = {}
         self._base: set[str] = set()
+        self.quotas: dict[str, PullQuota] = {}  # registry -> what it last said is left
+        self._quota_shown: dict[str, int] = {}
+        # Where mirrors are configured: where each blob came from, and the totals per place.
+        self.sources: dict[str, list[int]] = {}  # place -> [blobs, bytes]
+        self.mirror_sources: set[str] = set()
+        self._source_of: dict[str, str] = {}
 
     @property
     def images_total(self) -> int:
@@ -96,6 +105,17 @@ class Stats:
             self.fetched_blobs += 1
             self.fetched_bytes += event.size
             self.received_bytes += event.size - self._received.pop(event.digest, 0)
+            where = self._source_of.get(event.digest)
+            if where is not None:
+                totals = self.sources.setdefault(where, [0, 0])
+                totals[0] += 1
+                totals[1] += event.size
+        elif isinstance(event, BlobSource):
+            self._source_of[event.digest] = event.source
+            if event.mirror:
+                self.mirror_sources.add(event.source)
+        elif isinstance(event, PullQuota):
+            self.quotas[event.registry] = event
         elif isinstance(event, BlobQueued):
             self.queued_blobs += 1
             self.queued_bytes += event.size
@@ -136,6 +156,26 @@ class Stats:
         elif isinstance(event, Warning_):
             self.warnings += 1
 
+    def source_of(self, digest: str) -> str | None:
+        """Where a blob in flight comes from (where mirrors are configured); a mirror is marked."""
+        where = self._source_of.get(digest)
+        if where is None:
+            return None
+        return f"{where} (mirror)" if where in self.mirror_sources else where
+
+    def quota_line(self, event: PullQuota) -> str | None:
+        """A line for a quota report worth one: the first from a registry, then every tenth of
+        the limit spent, and every unit of the last tenth (one line per manifest would drown
+        a mirror's log)."""
+        shown = self._quota_shown.get(event.registry)
+        step = max(1, (event.limit or 100) // 10)
+        if shown is not None and event.remaining == shown:
+            return None
+        if shown is not None and shown - event.remaining < step and event.remaining > step:
+            return None
+        self._quota_shown[event.registry] = event.remaining
+        return f"pull quota of {event.registry}: {quota_text(event)}"
+
     def finish(self) -> None:
         if self.ended is None:
             self.ended = self.clock()
@@ -175,4 +215,23 @@ class Stats:
             f"{self.reused_blobs} reused ({human(self.reused_bytes)}{mounted}), {written}"
             f"{human(self.referenced)} referenced, in {self.elapsed:.1f}s at "
             f"{rate(self.throughput)}, {retries}, {plural(self.warnings, 'warning')}{removed}"
+            f"{self._sources_text()}{self._quotas_text()}"
         )
+
+    def _sources_text(self) -> str:
+        """`; from mirror.example:5000 (mirror) 3 blobs (12.6 MB), docker.io 1 blob (1.0 MB)`."""
+        if not self.sources:
+            return ""
+        parts = []
+        for where, (blobs, size) in sorted(self.sources.items(), key=lambda kv: -kv[1][1]):
+            mark = " (mirror)" if where in self.mirror_sources else ""
+            parts.append(f"{where}{mark} {plural(blobs, 'blob')} ({human(size)})")
+        return "; from " + ", ".join(parts)
+
+    def _quotas_text(self) -> str:
+        """`; pull quota of docker.io: 76 of 100 left, window 6h`."""
+        return "".join(f"; pull quota of {r}: {quota_text(q)}" for r, q in sorted(self.quotas.items()))
+
+
+def quota_text(event: PullQuota) -> str:
+    return Quota(event.remaining, event.limit, event.window, event.reset).describe()
