@@ -98,16 +98,3 @@ async def gather(
 
 class Busy(Exception):
     """Another process holds what we want right now (e.g. it is writing this blob)."""
-
-
-async def while_busy(attempt: Callable[[], Awaitable[T]], on_first_wait: Callable[[], None]) -> T:
-    """attempt() until it stops raising Busy; cancellable while waiting."""
-    waited = False
-    while True:
-        try:
-            return await attempt()
-        except Busy:
-            if not waited:
-                waited = True
-                on_first_wait()
-            await anyio.sleep(BUSY_POLL)

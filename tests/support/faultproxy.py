@@ -76,6 +76,9 @@ class Fault:
         (e.g. "MANIFEST_INVALID", "DENIED").
     cut_upload_after: read this many bytes of the request's body (an upload), then close
         the connection without answering.
+    body: answer these bytes instead of the registry's body, with the registry's status and
+        headers (Content-Length follows): a man in the middle serving other content under
+        the same name (e.g. another valid manifest under a pinned digest).
     """
 
     match: str = BLOB_GETS
@@ -94,6 +97,7 @@ class Fault:
     rewrite_challenge: Callable[[str], str] | None = None
     error_code: str = "INJECTED"
     cut_upload_after: int | None = None
+    body: bytes | None = None
 
     def matches(self, method: str, path: str) -> bool:
         if self.method is not None and method != self.method:
@@ -114,6 +118,9 @@ class Seen:
     status: int = 0  # what the client got (0: nothing yet, or closed before headers)
     body_bytes: int = 0  # body bytes sent to the client
     done: bool = False
+    # Requests the proxy already held unanswered (no status yet) when this one arrived: with
+    # faults that stall before the headers, how many were in flight at once.
+    waiting: int = 0
 
 
 @dataclass
@@ -133,6 +140,7 @@ class _Active:
     rewrite_challenge: Callable[[str], str] | None = None
     error_code: str = "INJECTED"
     cut_upload_after: int | None = None
+    body: bytes | None = None
 
     def add(self, f: Fault) -> None:
         self.faults.append(f)
@@ -151,6 +159,8 @@ class _Active:
             self.length_delta, self.drop_linger = f.length_delta, f.drop_linger
         if f.rewrite_challenge is not None:
             self.rewrite_challenge = f.rewrite_challenge
+        if f.body is not None:
+            self.body = f.body
 
 
 class FaultProxy:
@@ -235,8 +245,15 @@ class FaultProxy:
         """Range headers received on matching GETs, in order."""
         return [s.range for s in self.seen(match, "GET") if s.range is not None]
 
+    def in_flight(self, match: str = BLOB_GETS, method: str | None = "GET") -> int:
+        """The most matching requests held unanswered at once (see Seen.waiting), this one included."""
+        return max((s.waiting + 1 for s in self.seen(match, method)), default=0)
+
     def _record(self, seen: Seen) -> None:
         with self._lock:
+            seen.waiting = sum(
+                1 for s in self._seen if not s.done and s.status == 0 and s.method == seen.method
+            )
             self._seen.append(seen)
 
     # -- lifecycle -----------------------------------------------------------
@@ -335,6 +352,16 @@ class FaultProxy:
                 resp.headers.add(k, v)
             for k, v in quota[1] if quota is not None else ():
                 resp.headers[k] = v
+            if active.body is not None:
+                await up.read()
+                resp.content_length = len(active.body)
+                seen.status = up.status
+                await resp.prepare(request)
+                if request.method != "HEAD":
+                    await resp.write(active.body)
+                    seen.body_bytes = len(active.body)
+                await resp.write_eof()
+                return resp
             real = up.content_length
             declared = real
             if real is not None and active.length_delta:
