@@ -17,8 +17,10 @@ so tests can check that a resume asked for the right offset.
         ok("fetch-to-tarfile", proxy.ref("team/app", "v1"), ...)
         assert proxy.ranges(layer.digest) == ["bytes=100000-"]
 
-Two registry behaviours beyond single faults: `set_rate_limit(RateLimit(limit=N))` imposes
-Docker Hub's pull quota (headers on manifest responses, 429 once spent; see ratelimit.py), and
+Registry behaviours beyond single faults: `set_rate_limit(RateLimit(limit=N))` imposes
+Docker Hub's pull quota (headers on manifest responses, 429 once spent; see ratelimit.py),
+`set_tag_pages(TagPages(page_size=N))` serves tag lists in pages with `Link` headers, as the
+spec and the hosted registries do (see tagpages.py), and
 `Fault(rewrite_challenge=without_realm, ...)` edits the registry's WWW-Authenticate challenge
 (distribution refuses to start token auth without a realm, so a realm-less challenge can only
 be made on the way out).
@@ -27,6 +29,7 @@ be made on the way out).
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import threading
 from collections.abc import Callable
@@ -37,6 +40,7 @@ from aiohttp import web
 
 from tests.support.loopserver import LoopServer
 from tests.support.ratelimit import TOO_MANY_REQUESTS_MESSAGE, RateLimit
+from tests.support.tagpages import TagPages
 
 BLOB_GETS = "/blobs/sha256:"
 STREAM_CHUNK = 64 * 1024
@@ -173,6 +177,7 @@ class FaultProxy:
         self._server = LoopServer("faultproxy", shutdown_timeout)
         self._session: aiohttp.ClientSession | None = None
         self.rate_limit: RateLimit | None = None
+        self.tag_pages: TagPages | None = None
 
     # -- addresses -----------------------------------------------------------
 
@@ -209,6 +214,11 @@ class FaultProxy:
     def set_rate_limit(self, rate_limit: RateLimit | None) -> FaultProxy:
         """Impose a pull quota on manifest GETs (None: lift it). Faults with a status come first."""
         self.rate_limit = rate_limit
+        return self
+
+    def set_tag_pages(self, tag_pages: TagPages | None) -> FaultProxy:
+        """Serve tag lists in pages (None: pass them through whole)."""
+        self.tag_pages = tag_pages
         return self
 
     def reset_counts(self) -> None:
@@ -331,6 +341,9 @@ class FaultProxy:
             )
 
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _SKIP_REQUEST}
+        name = self.tag_pages.matches(request.method, request.path_qs) if self.tag_pages else None
+        if name is not None:
+            return await self._tag_page(request, name, headers, seen)
         if active.ignore_range:
             headers = {k: v for k, v in headers.items() if k.lower() != "range"}
         assert self._session is not None
@@ -395,6 +408,23 @@ class FaultProxy:
                 # The client gave up (read timeout) or we closed on purpose: nothing more to say.
                 pass
             return resp
+
+    async def _tag_page(
+        self, request: web.Request, name: str, headers: dict[str, str], seen: Seen
+    ) -> web.StreamResponse:
+        """One page of the registry's whole tag list (fetched without n or last)."""
+        assert self._session is not None and self.tag_pages is not None
+        async with self._session.get(f"{self.upstream}/v2/{name}/tags/list", headers=headers) as up:
+            body = await up.read()
+            if up.status != 200:
+                seen.status = up.status
+                return web.Response(status=up.status, body=body, content_type="application/json")
+        tags = json.loads(body).get("tags") or []
+        page, link = self.tag_pages.page(name, request.path_qs, tags, self.url)
+        seen.status, seen.body_bytes = 200, len(page)
+        return web.Response(
+            status=200, body=page, content_type="application/json", headers={"Link": link} if link else {}
+        )
 
     async def _pump(
         self,
@@ -475,4 +505,4 @@ def _range_start(value: str | None) -> int:
     return 0
 
 
-__all__ = ["BLOB_GETS", "Fault", "FaultProxy", "RateLimit", "Seen", "without_realm"]
+__all__ = ["BLOB_GETS", "Fault", "FaultProxy", "RateLimit", "Seen", "TagPages", "without_realm"]
