@@ -490,6 +490,31 @@ def test_largest_blob_goes_first(proxy: FaultProxy, image: BuiltImage, tmp_path:
     ]
 
 
+# --- --uncompressed-layers: the same bytes whatever order the layers finish in -------------------
+
+
+def test_uncompressed_tarball_is_the_same_bytes_whichever_layer_finishes_first(
+    proxy: FaultProxy, image: BuiltImage, tmp_path: Path
+) -> None:
+    """One at a time (largest first), then all at once with the largest held back (it finishes
+    last), then with the smallest held back: the tarball's bytes never change."""
+    small, _, big = image.layers
+    runs = [("1", None), ("3", big), ("3", small)]
+    outputs = []
+    for i, (parallel, held) in enumerate(runs):
+        proxy.clear()
+        if held is not None:
+            proxy.add(Fault(match=held.digest, stall=0.5, stall_at=None))
+        out = tmp_path / f"run{i}.tar"
+        ok("fetch-to-tarfile", "-q", "--uncompressed-layers", "-j", parallel, f"{proxy.host}/{REPO}", TAG,
+           str(out), env=_env(tmp_path))  # fmt: skip
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1] == outputs[2]
+    with tarfile.open(tmp_path / "run0.tar") as tf:
+        names = tf.getnames()
+    assert all(f"blobs/sha256/{layer.diff_id[7:]}" in names for layer in image.layers)
+
+
 # --- hostile layers: writing through an absolute symlink ------------------------------------------
 
 

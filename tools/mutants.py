@@ -210,7 +210,13 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "largest-first",
         "engine: blobs are moved largest first",
-        (Edit("occystrap/engine.py", "todo.sort(key=lambda j: j.layer.descriptor.size, reverse=True)", "pass"),),
+        (
+            Edit(
+                "occystrap/engine.py",
+                "todo.sort(key=lambda j: j.layer.descriptor.size, reverse=True)",
+                "pass",
+            ),
+        ),
         (
             CLAIMS + "test_largest_blob_goes_first[fetch-to-tarfile]",
             CLAIMS + "test_largest_blob_goes_first[copy]",
@@ -253,6 +259,17 @@ MUTATIONS: tuple[Mutation, ...] = (
         (EDGES + "test_tag_list_follows_link_pagination",),
     ),
     Mutation(
+        "tag-list-shape",
+        "listing.tags_page: a tag list that is not a list of tags is a manifest error, not a crash",
+        (
+            _if_false(
+                "occystrap/registry/listing.py",
+                "not isinstance(doc, dict) or not isinstance(page, list | None)",
+            ),
+        ),
+        ("tests/test_exit_codes.py::test_exit_code[list-tags-7-tags-not-a-list]",),
+    ),
+    Mutation(
         "challenge-on-resource",
         "Authenticator.refused: a 401 challenge first met on a resource (not on /v2/) is answered",
         (
@@ -275,6 +292,18 @@ MUTATIONS: tuple[Mutation, ...] = (
         "mirror --keep-going: a failure is narrowed down to its images, the others are mirrored",
         (Edit("occystrap/mirror/run.py", "if err is None or not keep_going:", "if True:"),),
         (EDGES + "test_keep_going_when_a_blob_fails_mid_fetch[merged]",),
+    ),
+    Mutation(
+        "help-example",
+        "a command's help loses its worked example (the usage line still names the command)",
+        (
+            Edit(
+                "occystrap/commands/local.py",
+                "    \\b\n    Example:\n      occystrap recreate-image mirror/ busybox latest busybox.tar\n",
+                "",
+            ),
+        ),
+        ("tests/test_mirror.py::test_every_command_help_has_an_example",),
     ),
 )
 
@@ -351,7 +380,8 @@ def _run_tests(scratch: Path, tests: Sequence[str]) -> Outcome:
     seconds = time.monotonic() - started
     if proc.returncode not in (0, 1) or not report.exists():
         return Outcome((), (), f"pytest exited {proc.returncode}:\n{proc.stdout[-3000:]}", seconds)
-    failed, passed = [], []
+    failed: list[str] = []
+    passed: list[str] = []
     for case in ET.parse(report).getroot().iter("testcase"):
         name = f"{case.get('classname', '')}::{case.get('name', '')}"
         bad = case.find("failure") is not None or case.find("error") is not None
@@ -416,7 +446,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"unmutated: {len(tests)} tests ...", flush=True)
         base = _run_tests(scratch, tests)
         if base.error or base.failed:
-            print(f"mutants: the tests fail without any mutation: {base.error or base.failed}", file=sys.stderr)
+            print(
+                f"mutants: the tests fail without any mutation: {base.error or base.failed}", file=sys.stderr
+            )
             return 2
         print(f"unmutated: {len(base.passed)} passed ({base.seconds:.0f} s)\n", flush=True)
 
