@@ -389,6 +389,29 @@ def test_push_of_a_tampered_blob_never_lands(
     _absent_at(dest, f"site/{REPO}", layer.digest)
 
 
+@pytest.mark.parametrize("what", ["blob", "manifest"])
+def test_a_destination_that_says_it_stored_other_content_is_not_trusted(
+    registry: Registry, image: BuiltImage, registry_factory: Factory, tmp_path: Path, what: str
+) -> None:
+    """The registry's Docker-Content-Digest for an upload must be the content's own; a
+    destination that names another is refused, and no tag is written."""
+    dest = registry_factory()
+    other = "sha256:" + "0" * 64
+    match = "/blobs/uploads/" if what == "blob" else "/manifests/"
+    repo = _dest_repo()
+    with FaultProxy(dest.url) as door:
+        door.add(Fault(match=match, method="PUT", headers={"Docker-Content-Digest": other}, times=None))
+        proc = fails(
+            "copy", "-q", "--retries", "0", f"docker://{registry.host}/{REPO}:{TAG}",
+            f"docker://{door.host}/{repo}:{TAG}", env=_env(tmp_path),
+        )  # fmt: skip
+        assert door.seen(match, "PUT")  # the lie was told
+    assert proc.returncode == 6
+    assert other in _error_line(proc) and "stored" in _error_line(proc)
+    status, _, _ = dest.client.request("GET", f"/v2/{repo}/manifests/{TAG}")
+    assert status == 404
+
+
 # --- concurrency: the catalog lock and the per-blob lock ------------------------------------------
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import py_compile
 import shutil
 import subprocess
 import sys
@@ -134,6 +133,18 @@ MUTATIONS: tuple[Mutation, ...] = (
         "read_capped: a manifest body growing over the cap is cut off",
         (_if_false("occystrap/registry/client.py", "len(body) > MAX_MANIFEST_BYTES"),),
         ("tests/test_client_errors.py::test_manifest_over_the_cap_is_refused[streamed]",),
+    ),
+    Mutation(
+        "upload-blob-digest",
+        "Uploader._landed: the digest the registry says it stored a blob under is the blob's",
+        (_if_false("occystrap/registry/upload.py", "got and got != desc.digest"),),
+        (CLAIMS + "test_a_destination_that_says_it_stored_other_content_is_not_trusted[blob]",),
+    ),
+    Mutation(
+        "upload-manifest-digest",
+        "Uploader.put_manifest: the digest the registry says it stored a manifest under is its own",
+        (_if_false("occystrap/registry/upload.py", "stored != ours"),),
+        (CLAIMS + "test_a_destination_that_says_it_stored_other_content_is_not_trusted[manifest]",),
     ),
     Mutation(
         "reuse-rehash",
@@ -256,7 +267,10 @@ MUTATIONS: tuple[Mutation, ...] = (
         "tags-link-pagination",
         "listing.next_page: the tag list follows the registry's Link header",
         (Edit("occystrap/registry/listing.py", "if not link or 'rel=\"next\"' not in link:", "if True:"),),
-        (EDGES + "test_tag_list_follows_link_pagination",),
+        (
+            EDGES + "test_tag_list_follows_link_pagination[relative]",
+            EDGES + "test_tag_list_follows_link_pagination[absolute]",
+        ),
     ),
     Mutation(
         "tag-list-shape",
@@ -394,18 +408,18 @@ def _run_tests(scratch: Path, tests: Sequence[str]) -> Outcome:
     return Outcome(tuple(failed), tuple(passed), None, seconds)
 
 
-def _apply(scratch: Path, mutation: Mutation) -> None:
+def _apply(scratch: Path, mutation: Mutation) -> dict[Path, str]:
+    """Edit the scratch copy; returns the files' texts as they were, to restore."""
+    before: dict[Path, str] = {}
     for e in mutation.edits:
         target = scratch / e.path
         text = target.read_text()
+        before.setdefault(target, text)
         assert text.count(e.snippet) == 1, (mutation.name, e.path)
-        target.write_text(text.replace(e.snippet, e.replacement))
-        py_compile.compile(str(target), cfile=os.devnull, doraise=True)
-
-
-def _restore(scratch: Path, mutation: Mutation) -> None:
-    for e in mutation.edits:
-        shutil.copy2(ROOT / e.path, scratch / e.path)
+        mutated = text.replace(e.snippet, e.replacement)
+        compile(mutated, str(target), "exec")  # a mutant must still be Python
+        target.write_text(mutated)
+    return before
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -456,11 +470,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         broken = 0
         width = max(len(m.name) for m in chosen)
         for m in chosen:
-            _apply(scratch, m)
+            before = _apply(scratch, m)
             try:
                 out = _run_tests(scratch, m.tests)
             finally:
-                _restore(scratch, m)
+                for path, text in before.items():
+                    path.write_text(text)
             if out.error:
                 broken += 1
                 verdict = f"ERROR     {out.error}"

@@ -83,6 +83,8 @@ class Fault:
     body: answer these bytes instead of the registry's body, with the registry's status and
         headers (Content-Length follows): a man in the middle serving other content under
         the same name (e.g. another valid manifest under a pinned digest).
+    headers: response headers to set on a forwarded answer, replacing the registry's (e.g. a
+        Docker-Content-Digest other than the content's).
     """
 
     match: str = BLOB_GETS
@@ -102,6 +104,7 @@ class Fault:
     error_code: str = "INJECTED"
     cut_upload_after: int | None = None
     body: bytes | None = None
+    headers: dict[str, str] | None = None
 
     def matches(self, method: str, path: str) -> bool:
         if self.method is not None and method != self.method:
@@ -145,6 +148,7 @@ class _Active:
     error_code: str = "INJECTED"
     cut_upload_after: int | None = None
     body: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
     def add(self, f: Fault) -> None:
         self.faults.append(f)
@@ -165,6 +169,7 @@ class _Active:
             self.rewrite_challenge = f.rewrite_challenge
         if f.body is not None:
             self.body = f.body
+        self.headers.update(f.headers or {})
 
 
 class FaultProxy:
@@ -364,6 +369,8 @@ class FaultProxy:
                     v = active.rewrite_challenge(v)
                 resp.headers.add(k, v)
             for k, v in quota[1] if quota is not None else ():
+                resp.headers[k] = v
+            for k, v in active.headers.items():
                 resp.headers[k] = v
             if active.body is not None:
                 await up.read()
