@@ -418,11 +418,13 @@ def test_a_destination_that_says_it_stored_other_content_is_not_trusted(
 def test_catalog_lock_keeps_both_of_two_concurrent_writers(
     image: BuiltImage, other: BuiltImage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two writers commit into one merged directory; the second arrives while the first has read
-    the shared files and not yet written them. With the lock it waits, then adds to what the
-    first wrote; without it, both would read the same old catalog and one image would be lost."""
+    """Two writers commit into one merged directory; the second arrives while the first holds
+    the catalog lock, before it has read the shared files. With the lock the second waits, then
+    adds to what the first wrote. Without it both read the same old catalog (each waits for the
+    other's read before going on) and the last to write loses the other's image."""
     root = tmp_path / "mirror"
     first_inside = threading.Event()
+    first_read = threading.Event()
     second_arrived = threading.Event()
     original = DirectorySink._shared
 
@@ -430,9 +432,12 @@ def test_catalog_lock_keeps_both_of_two_concurrent_writers(
         if threading.current_thread().name.startswith("first"):
             first_inside.set()
             assert second_arrived.wait(60), "the second writer never came"
-            return original(self)
+            found = original(self)
+            first_read.set()
+            return found
         found = original(self)
         second_arrived.set()
+        assert first_read.wait(60), "the first writer never read"
         return found
 
     class Watched(directory.FileLock):

@@ -147,6 +147,32 @@ MUTATIONS: tuple[Mutation, ...] = (
         (CLAIMS + "test_a_destination_that_says_it_stored_other_content_is_not_trusted[manifest]",),
     ),
     Mutation(
+        "redirect-https-to-http",
+        "Transport.follow: a redirect from HTTPS down to plain HTTP is refused",
+        (
+            _if_false(
+                "occystrap/registry/transport.py",
+                'url.startswith("https://") and target.startswith("http://")',
+            ),
+        ),
+        (
+            "tests/test_client_errors.py::test_redirect_from_https_to_plain_http_is_refused[blob]",
+            "tests/test_client_errors.py::test_redirect_from_https_to_plain_http_is_refused[manifest]",
+        ),
+    ),
+    Mutation(
+        "redirect-drops-credentials",
+        "Transport.follow: credentials never follow a redirect to another host",
+        (_if_false("occystrap/registry/transport.py", "urlsplit(target).netloc != origin_netloc"),),
+        (
+            "tests/test_client_errors.py::test_redirect_to_another_host_drops_authorization[basic]",
+            "tests/test_client_errors.py::test_redirect_to_another_host_drops_authorization[bearer]",
+            "tests/test_security.py::test_redirect_to_another_host_never_carries_credentials[basic-other-name]",
+            "tests/test_security.py::test_redirect_to_another_host_never_carries_credentials[bearer-other-port]",
+            "tests/test_security.py::test_resumed_redirected_blob_never_carries_credentials[basic]",
+        ),
+    ),
+    Mutation(
         "reuse-rehash",
         "verified_or_removed: a blob on disk is reused only after re-hashing (size alone kept)",
         (
@@ -374,6 +400,7 @@ class Outcome:
     passed: tuple[str, ...]  # the tests that passed (let it survive)
     error: str | None  # the run itself went wrong (collection error, nothing ran)
     seconds: float
+    reasons: tuple[str, ...] = ()  # pytest's one-line summary of each failure
 
 
 def _run_tests(scratch: Path, tests: Sequence[str]) -> Outcome:
@@ -382,7 +409,17 @@ def _run_tests(scratch: Path, tests: Sequence[str]) -> Outcome:
     started = time.monotonic()
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}", *tests],
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-rf",
+                "-p",
+                "no:cacheprovider",
+                f"--junitxml={report}",
+                *tests,
+            ],
             cwd=scratch,
             env=_env(scratch),
             capture_output=True,
@@ -393,7 +430,8 @@ def _run_tests(scratch: Path, tests: Sequence[str]) -> Outcome:
         return Outcome(tuple(tests), (), None, time.monotonic() - started)
     seconds = time.monotonic() - started
     if proc.returncode not in (0, 1) or not report.exists():
-        return Outcome((), (), f"pytest exited {proc.returncode}:\n{proc.stdout[-3000:]}", seconds)
+        output = (proc.stdout + proc.stderr)[-3000:]
+        return Outcome((), (), f"pytest exited {proc.returncode}:\n{output}", seconds)
     failed: list[str] = []
     passed: list[str] = []
     for case in ET.parse(report).getroot().iter("testcase"):
@@ -405,7 +443,8 @@ def _run_tests(scratch: Path, tests: Sequence[str]) -> Outcome:
         (failed if bad else passed).append(name)
     if len(failed) + len(passed) != len(tests):
         return Outcome((), (), f"ran {len(failed) + len(passed)} tests, {len(tests)} were named", seconds)
-    return Outcome(tuple(failed), tuple(passed), None, seconds)
+    reasons = tuple(line for line in proc.stdout.splitlines() if line.startswith("FAILED "))
+    return Outcome(tuple(failed), tuple(passed), None, seconds, reasons)
 
 
 def _apply(scratch: Path, mutation: Mutation) -> dict[Path, str]:
@@ -427,6 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", help="only these mutations (default: all)")
     parser.add_argument("--list", action="store_true", help="print the mutations and exit")
     parser.add_argument("--keep", action="store_true", help="keep the scratch copy")
+    parser.add_argument("--show", action="store_true", help="print why each test failed (pytest's summary)")
     args = parser.parse_args(argv)
 
     known = {m.name: m for m in MUTATIONS}
@@ -487,6 +527,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 verdict = f"killed    by {len(out.failed)}/{len(m.tests)} tests"
             print(f"{m.name:<{width}}  {verdict}  ({out.seconds:.0f} s)", flush=True)
+            if args.show:
+                for reason in out.reasons:
+                    print(f"    {reason[:300]}", flush=True)
         print(
             f"\n{len(chosen)} mutations: {len(chosen) - survivors - broken} killed, "
             f"{survivors} survived, {broken} errors"
