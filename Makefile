@@ -10,7 +10,7 @@ QUICK_ARGS := --quick --big-mb 96
 SYSTEM_TOOLS := docker-registry skopeo podman umoci runc dockerd busybox
 APT_PACKAGES := docker-registry skopeo podman umoci runc time docker.io busybox-static
 
-.PHONY: demo test check lint types bench bench-quick profile bytecode system-deps registry-dep clean
+.PHONY: demo test check lint types mutants bench bench-quick profile bytecode system-deps registry-dep clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -47,8 +47,8 @@ demo: $(STAMP) registry-dep bytecode
 	$(PY) -m tests.demo
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check occystrap tests benchmarks
-	$(VENV)/bin/ruff format --check occystrap benchmarks
+	$(VENV)/bin/ruff check occystrap tests benchmarks tools
+	$(VENV)/bin/ruff format --check occystrap benchmarks tools
 
 types: $(STAMP)
 	$(VENV)/bin/mypy
@@ -57,6 +57,11 @@ check: lint types
 
 test: $(STAMP) system-deps check
 	$(PY) -m pytest -q
+
+# Each integrity and safety check removed in turn from a scratch copy: its tests must then fail
+# (tools/mutants.py lists them). A few minutes; exit 1 if any mutation survives.
+mutants: $(STAMP) system-deps
+	$(PY) tools/mutants.py
 
 bench: $(STAMP) system-deps bytecode
 	$(PY) -m benchmarks.bench

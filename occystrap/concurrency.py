@@ -7,6 +7,7 @@ flight, their stage threads, manifest and tag requests, CPU-bound checks.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -59,8 +60,16 @@ def first_error(exc: BaseException) -> BaseException:
         for leaf in leaves:
             if isinstance(leaf, kind):
                 return leaf
-    cancelled = anyio.get_cancelled_exc_class()
+    # Also called after the event loop has ended (the CLI's last word), where anyio cannot say.
+    cancelled = _cancelled_class()
     return next((leaf for leaf in leaves if not isinstance(leaf, cancelled)), leaves[0])
+
+
+def _cancelled_class() -> type[BaseException]:
+    try:
+        return anyio.get_cancelled_exc_class()
+    except RuntimeError:  # no event loop running: ours is always asyncio's
+        return asyncio.CancelledError
 
 
 def library_error(exc: BaseException) -> OccystrapError | None:
@@ -98,16 +107,3 @@ async def gather(
 
 class Busy(Exception):
     """Another process holds what we want right now (e.g. it is writing this blob)."""
-
-
-async def while_busy(attempt: Callable[[], Awaitable[T]], on_first_wait: Callable[[], None]) -> T:
-    """attempt() until it stops raising Busy; cancellable while waiting."""
-    waited = False
-    while True:
-        try:
-            return await attempt()
-        except Busy:
-            if not waited:
-                waited = True
-                on_first_wait()
-            await anyio.sleep(BUSY_POLL)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import anyio
 
-from occystrap.concurrency import Limits, first_error, while_busy
+from occystrap.concurrency import BUSY_POLL, Busy, Limits, first_error
 from occystrap.errors import IntegrityError, OccystrapError, TransferError
 from occystrap.events import (
     BlobDone,
@@ -178,35 +178,48 @@ class Engine:
     async def _move_once(self, source: Source, sink: Sink, job: _Job, batch: int) -> bool:
         """False when another process put the blob there meanwhile."""
         desc = job.layer.descriptor
-
-        def waiting() -> None:
-            self.reporter.emit(Info(f"{desc.digest.short} is being fetched by another process: waiting"))
-
-        opened = await while_busy(lambda: sink.open_blob(job.layer, job.destinations), waiting)
-        if opened is None:
-            return False
-        target: BlobTarget = opened
-        try:
+        waited = False
+        while True:
+            # The slot is taken before the blob is opened, so blobs start in the order the run
+            # sorted them (largest first): opening may hop to a thread, and whichever came back
+            # first would otherwise take the next slot. A blob that another process is writing
+            # is waited for outside the slot.
             async with self.limits.transfers:
-                offset = target.prefix_size() if isinstance(target, Resumable) else 0
-                if offset > desc.size and isinstance(target, Resumable):
-                    await anyio.to_thread.run_sync(target.restart)
-                    offset = 0
                 try:
-                    plain_size = await self._transfer(source, sink, job, target, offset, batch)
-                except IntegrityError:
-                    if offset == 0 or not isinstance(target, Resumable):
-                        raise
-                    # What an earlier run left did not check out: fetch this blob afresh.
-                    await anyio.to_thread.run_sync(target.restart)
-                    plain_size = await self._transfer(source, sink, job, target, 0, batch)
-                await target.commit(plain_size)
+                    opened = await sink.open_blob(job.layer, job.destinations)
+                except Busy:
+                    pass
+                else:
+                    if opened is None:
+                        return False
+                    await self._fill(source, sink, job, opened, batch)
+                    return True
+            if not waited:
+                waited = True
+                self.reporter.emit(Info(f"{desc.digest.short} is being fetched by another process: waiting"))
+            await anyio.sleep(BUSY_POLL)
+
+    async def _fill(self, source: Source, sink: Sink, job: _Job, target: BlobTarget, batch: int) -> None:
+        desc = job.layer.descriptor
+        try:
+            offset = target.prefix_size() if isinstance(target, Resumable) else 0
+            if offset > desc.size and isinstance(target, Resumable):
+                await anyio.to_thread.run_sync(target.restart)
+                offset = 0
+            try:
+                plain_size = await self._transfer(source, sink, job, target, offset, batch)
+            except IntegrityError:
+                if offset == 0 or not isinstance(target, Resumable):
+                    raise
+                # What an earlier run left did not check out: fetch this blob afresh.
+                await anyio.to_thread.run_sync(target.restart)
+                plain_size = await self._transfer(source, sink, job, target, 0, batch)
+            await target.commit(plain_size)
         except BaseException as exc:
             # Bad data is thrown away; a prefix cut short by the network or Ctrl-C is kept to resume.
             with anyio.CancelScope(shield=True):
                 await target.abort(not isinstance(exc, IntegrityError))
             raise
-        return True
 
     async def _transfer(
         self, source: Source, sink: Sink, job: _Job, target: BlobTarget, offset: int, batch: int

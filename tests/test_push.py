@@ -200,7 +200,11 @@ def test_destination_refusing_push(registry: Registry, token_registry: Registry)
     proc = fails("copy", "-q", src, dst)
     assert proc.returncode == 4
     assert "refused/app" in proc.stderr and "push" in proc.stderr
-    assert "refused/app:v1" not in token_registry.client.list_tags("refused/app") if False else True
+    # Nothing was tagged at the destination.
+    status, _, _ = token_registry.client.request(
+        "GET", "/v2/refused/app/manifests/v1", scope="repository:refused/app:pull"
+    )
+    assert status == 404
     ok("copy", "-q", "--dest-username", USERNAME, "--dest-password", PASSWORD, src, dst)
     assert token_registry.client.get_manifest("refused/app", "v1")[1] == built.manifest
 

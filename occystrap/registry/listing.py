@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 from urllib.parse import urlencode, urlsplit
 
-from occystrap.errors import NotFoundError, TransferError
+from occystrap.errors import ManifestError, NotFoundError, TransferError
 from occystrap.mediatypes import OCI_INDEX
 from occystrap.model import Descriptor, load_json, parse_index
 from occystrap.reference import Reference
@@ -35,6 +35,8 @@ async def tags_page(client: RegistryClient, ref: Reference, path: str) -> tuple[
         link = resp.headers.get("Link")
     doc = load_json(body, f"tag list of {ref.full_name}")
     page = doc.get("tags") if isinstance(doc, dict) else None
+    if not isinstance(doc, dict) or not isinstance(page, list | None):
+        raise ManifestError(f"malformed tag list of {ref.full_name}: no list of tags")
     return [t for t in page or [] if isinstance(t, str)], next_page(link)
 
 

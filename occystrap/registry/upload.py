@@ -12,6 +12,7 @@ import json
 from collections.abc import AsyncIterable
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
+from occystrap import digest as digests
 from occystrap.digest import Digest
 from occystrap.errors import (
     AuthError,
@@ -180,6 +181,7 @@ class Uploader:
     async def put_manifest(self, ref: Reference, reference: str, data: bytes, media_type: str) -> Digest:
         """Exact bytes under a tag or digest; the registry's digest must be ours."""
         path = f"/v2/{ref.repository}/manifests/{reference}"
+        ours = digests.of(data)
 
         async def once() -> Digest:
             headers = {"Content-Type": media_type, "Content-Length": str(len(data))}
@@ -190,9 +192,12 @@ class Uploader:
                     raise await refused(resp, ref, f"manifest {reference}")
                 got = resp.headers.get("Docker-Content-Digest", "")
             try:
-                return Digest.parse(got)
+                stored = Digest.parse(got)
             except ValueError:
                 raise TransferError(f"{ref.registry} stored manifest {reference} without a digest") from None
+            if stored != ours:
+                raise IntegrityError(f"{ref.registry} stored manifest {reference} as {stored}, not {ours}")
+            return stored
 
         result: Digest = await self.client.retry.run(once, safe_url(self.client.base_url(ref) + path))
         return result

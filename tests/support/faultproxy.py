@@ -17,8 +17,10 @@ so tests can check that a resume asked for the right offset.
         ok("fetch-to-tarfile", proxy.ref("team/app", "v1"), ...)
         assert proxy.ranges(layer.digest) == ["bytes=100000-"]
 
-Two registry behaviours beyond single faults: `set_rate_limit(RateLimit(limit=N))` imposes
-Docker Hub's pull quota (headers on manifest responses, 429 once spent; see ratelimit.py), and
+Registry behaviours beyond single faults: `set_rate_limit(RateLimit(limit=N))` imposes
+Docker Hub's pull quota (headers on manifest responses, 429 once spent; see ratelimit.py),
+`set_tag_pages(TagPages(page_size=N))` serves tag lists in pages with `Link` headers, as the
+spec and the hosted registries do (see tagpages.py), and
 `Fault(rewrite_challenge=without_realm, ...)` edits the registry's WWW-Authenticate challenge
 (distribution refuses to start token auth without a realm, so a realm-less challenge can only
 be made on the way out).
@@ -27,6 +29,7 @@ be made on the way out).
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import threading
 from collections.abc import Callable
@@ -37,6 +40,7 @@ from aiohttp import web
 
 from tests.support.loopserver import LoopServer
 from tests.support.ratelimit import TOO_MANY_REQUESTS_MESSAGE, RateLimit
+from tests.support.tagpages import TagPages
 
 BLOB_GETS = "/blobs/sha256:"
 STREAM_CHUNK = 64 * 1024
@@ -76,6 +80,11 @@ class Fault:
         (e.g. "MANIFEST_INVALID", "DENIED").
     cut_upload_after: read this many bytes of the request's body (an upload), then close
         the connection without answering.
+    body: answer these bytes instead of the registry's body, with the registry's status and
+        headers (Content-Length follows): a man in the middle serving other content under
+        the same name (e.g. another valid manifest under a pinned digest).
+    headers: response headers to set on a forwarded answer, replacing the registry's (e.g. a
+        Docker-Content-Digest other than the content's).
     """
 
     match: str = BLOB_GETS
@@ -94,6 +103,8 @@ class Fault:
     rewrite_challenge: Callable[[str], str] | None = None
     error_code: str = "INJECTED"
     cut_upload_after: int | None = None
+    body: bytes | None = None
+    headers: dict[str, str] | None = None
 
     def matches(self, method: str, path: str) -> bool:
         if self.method is not None and method != self.method:
@@ -114,6 +125,9 @@ class Seen:
     status: int = 0  # what the client got (0: nothing yet, or closed before headers)
     body_bytes: int = 0  # body bytes sent to the client
     done: bool = False
+    # Requests the proxy already held unanswered (no status yet) when this one arrived: with
+    # faults that stall before the headers, how many were in flight at once.
+    waiting: int = 0
 
 
 @dataclass
@@ -133,6 +147,8 @@ class _Active:
     rewrite_challenge: Callable[[str], str] | None = None
     error_code: str = "INJECTED"
     cut_upload_after: int | None = None
+    body: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
     def add(self, f: Fault) -> None:
         self.faults.append(f)
@@ -151,6 +167,9 @@ class _Active:
             self.length_delta, self.drop_linger = f.length_delta, f.drop_linger
         if f.rewrite_challenge is not None:
             self.rewrite_challenge = f.rewrite_challenge
+        if f.body is not None:
+            self.body = f.body
+        self.headers.update(f.headers or {})
 
 
 class FaultProxy:
@@ -163,6 +182,7 @@ class FaultProxy:
         self._server = LoopServer("faultproxy", shutdown_timeout)
         self._session: aiohttp.ClientSession | None = None
         self.rate_limit: RateLimit | None = None
+        self.tag_pages: TagPages | None = None
 
     # -- addresses -----------------------------------------------------------
 
@@ -201,6 +221,11 @@ class FaultProxy:
         self.rate_limit = rate_limit
         return self
 
+    def set_tag_pages(self, tag_pages: TagPages | None) -> FaultProxy:
+        """Serve tag lists in pages (None: pass them through whole)."""
+        self.tag_pages = tag_pages
+        return self
+
     def reset_counts(self) -> None:
         with self._lock:
             self._seen.clear()
@@ -235,8 +260,15 @@ class FaultProxy:
         """Range headers received on matching GETs, in order."""
         return [s.range for s in self.seen(match, "GET") if s.range is not None]
 
+    def in_flight(self, match: str = BLOB_GETS, method: str | None = "GET") -> int:
+        """The most matching requests held unanswered at once (see Seen.waiting), this one included."""
+        return max((s.waiting + 1 for s in self.seen(match, method)), default=0)
+
     def _record(self, seen: Seen) -> None:
         with self._lock:
+            seen.waiting = sum(
+                1 for s in self._seen if not s.done and s.status == 0 and s.method == seen.method
+            )
             self._seen.append(seen)
 
     # -- lifecycle -----------------------------------------------------------
@@ -314,6 +346,9 @@ class FaultProxy:
             )
 
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _SKIP_REQUEST}
+        name = self.tag_pages.matches(request.method, request.path_qs) if self.tag_pages else None
+        if name is not None:
+            return await self._tag_page(request, name, headers, seen)
         if active.ignore_range:
             headers = {k: v for k, v in headers.items() if k.lower() != "range"}
         assert self._session is not None
@@ -335,6 +370,18 @@ class FaultProxy:
                 resp.headers.add(k, v)
             for k, v in quota[1] if quota is not None else ():
                 resp.headers[k] = v
+            for k, v in active.headers.items():
+                resp.headers[k] = v
+            if active.body is not None:
+                await up.read()
+                resp.content_length = len(active.body)
+                seen.status = up.status
+                await resp.prepare(request)
+                if request.method != "HEAD":
+                    await resp.write(active.body)
+                    seen.body_bytes = len(active.body)
+                await resp.write_eof()
+                return resp
             real = up.content_length
             declared = real
             if real is not None and active.length_delta:
@@ -368,6 +415,23 @@ class FaultProxy:
                 # The client gave up (read timeout) or we closed on purpose: nothing more to say.
                 pass
             return resp
+
+    async def _tag_page(
+        self, request: web.Request, name: str, headers: dict[str, str], seen: Seen
+    ) -> web.StreamResponse:
+        """One page of the registry's whole tag list (fetched without n or last)."""
+        assert self._session is not None and self.tag_pages is not None
+        async with self._session.get(f"{self.upstream}/v2/{name}/tags/list", headers=headers) as up:
+            body = await up.read()
+            if up.status != 200:
+                seen.status = up.status
+                return web.Response(status=up.status, body=body, content_type="application/json")
+        tags = json.loads(body).get("tags") or []
+        page, link = self.tag_pages.page(name, request.path_qs, tags, self.url)
+        seen.status, seen.body_bytes = 200, len(page)
+        return web.Response(
+            status=200, body=page, content_type="application/json", headers={"Link": link} if link else {}
+        )
 
     async def _pump(
         self,
@@ -448,4 +512,4 @@ def _range_start(value: str | None) -> int:
     return 0
 
 
-__all__ = ["BLOB_GETS", "Fault", "FaultProxy", "RateLimit", "Seen", "without_realm"]
+__all__ = ["BLOB_GETS", "Fault", "FaultProxy", "RateLimit", "Seen", "TagPages", "without_realm"]
