@@ -196,6 +196,12 @@ def _app(w: World) -> str:
     return f"{w.reg}/codes/app"
 
 
+def _spec(out: Path, name: str) -> str:
+    spec = out / "spec.yaml"
+    spec.write_text(f"images:\n  - {name}\n")
+    return str(spec)
+
+
 LOCAL_ROWS: list[tuple[str, int, str, Args]] = [
     (
         "recreate-image",
@@ -286,6 +292,45 @@ LOCAL_ROWS: list[tuple[str, int, str, Args]] = [
             f"docker://{w.proxy}/sitequota:{TAG}",
         ],
     ),
+    ("serve", 2, "bad-listen", lambda w, o: ["serve", "--listen", "nowhere:port", str(w.merged)]),
+    ("serve", 3, "no-path", lambda w, o: ["serve", str(o / "nowhere")]),
+    ("serve", 7, "not-a-layout", lambda w, o: ["serve", str(w.a_file.parent / "empty")]),
+    ("prune", 2, "nothing-to-keep", lambda w, o: ["prune", str(w.merged)]),
+    (
+        "prune",
+        7,
+        "malformed-catalog",
+        lambda w, o: ["prune", "--keep", f"{_app(w)}:{TAG}", str(w.bad_catalog)],
+    ),
+    ("import", 2, "file-as-directory", lambda w, o: ["import", str(w.saved), str(w.a_file)]),
+    ("import", 6, "tampered-blob", lambda w, o: ["import", str(w.tampered_tar), str(o / "d")]),
+    ("import", 7, "malformed-manifest", lambda w, o: ["import", str(w.malformed_tar), str(o / "d")]),
+    ("lock", 2, "no-spec", lambda w, o: ["lock", str(o / "missing.yaml")]),
+    ("lock", 7, "bad-reference-in-spec", lambda w, o: ["lock", _spec(o, "Not/Valid:v1")]),
+    ("lock", 3, "unknown-tag", lambda w, o: ["lock", _spec(o, f"{_app(w)}:nosuch")]),
+    ("lock", 4, "credentials-needed", lambda w, o: ["lock", _spec(o, f"{w.basic}/codes/app:{TAG}")]),
+    (
+        "lock",
+        5,
+        "unreachable",
+        lambda w, o: ["lock", "--retries", "0", _spec(o, f"{UNREACHABLE}/codes/app:{TAG}")],
+    ),
+    ("lock", 7, "malformed", lambda w, o: ["lock", _spec(o, f"{w.proxy}/codes/malformed:{TAG}")]),
+    (
+        "lock",
+        8,
+        "no-such-platform",
+        lambda w, o: ["lock", "--platform", "linux/s390x", _spec(o, f"{w.reg}/codes/multi:{TAG}")],
+    ),
+    ("ratelimit", 2, "bad-reference", lambda w, o: ["ratelimit", "Not/Valid"]),
+    ("ratelimit", 3, "unknown-tag", lambda w, o: ["ratelimit", f"{_app(w)}:nosuch"]),
+    ("ratelimit", 4, "credentials-needed", lambda w, o: ["ratelimit", f"{w.basic}/codes/app:{TAG}"]),
+    (
+        "ratelimit",
+        5,
+        "unreachable",
+        lambda w, o: ["ratelimit", "--retries", "0", f"{UNREACHABLE}/codes/app:{TAG}"],
+    ),
     ("verify", 2, "usage", lambda w, o: ["verify", "-j", "0", str(w.merged)]),
     ("verify", 3, "no-path", lambda w, o: ["verify", str(o / "nowhere")]),
     ("verify", 6, "tampered-blob", lambda w, o: ["verify", str(w.tampered)]),
@@ -338,6 +383,11 @@ def test_every_command_has_a_row_for_each_class_it_can_meet() -> None:
         "tarfile-to-extracted": {2, 3, 6, 7},
         "push": {2, 3, 4, 5, 6, 7},  # every platform is pushed
         "verify": {2, 3, 6, 7},
+        "serve": {2, 3, 7},  # answers requests; failing ones are its clients' business
+        "prune": {2, 7},  # local, and no blob is read (a missing DIR is click's usage error)
+        "import": {2, 6, 7},
+        "lock": {2, 3, 4, 5, 7, 8},  # no layer is fetched
+        "ratelimit": {2, 3, 4, 5},  # one HEAD
     }
 
 

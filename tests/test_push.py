@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import fails, ok, read_lock, settled
+from tests.helpers import fails, occystrap, ok, read_lock, settled
 from tests.support import images
 from tests.support.faultproxy import Fault, FaultProxy
 from tests.support.images import BuiltImage, Entry
@@ -271,3 +271,20 @@ def test_refusals_are_one_line_and_leave_no_tag(
     # No tag names anything at the destination.
     status, _, _ = registry.client.request("GET", f"/v2/{repo}/manifests/v1", scope=f"repository:{repo}:pull")
     assert status == 404
+
+
+def test_chunked_uploads_for_capped_request_bodies(registry: Registry, skopeo: str) -> None:
+    big = images.build_image([[Entry.file("big.bin", bytes(range(256)) * 4000)]], compression="none")
+    registry.push_image("push/chunked", "v1", big)
+    layer = big.layers[0]
+    with FaultProxy(registry.url) as proxy:
+        ok("copy", "-q", "--upload-chunk-size", "100kB", f"docker://{registry.host}/push/chunked:v1",
+           f"docker://{proxy.host}/push/chunked-copy:v1")  # fmt: skip
+        patches = proxy.seen("/blobs/uploads/", "PATCH")
+    # Every chunk at most 100 kB, the registry confirming each one (its Range checked), then one closing PUT.
+    assert len(patches) == -(-layer.size // 100_000)
+    assert _raw(skopeo, f"{registry.host}/push/chunked-copy:v1") == big.manifest
+    bad = occystrap(
+        "copy", "--upload-chunk-size", "lots", f"docker://{registry.host}/push/chunked:v1", "docker://x/y"
+    )
+    assert bad.returncode == 2 and "64MiB" in bad.stderr

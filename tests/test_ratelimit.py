@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import fails, ok
+from tests.helpers import fails, ok, read_lock
 from tests.support import images
 from tests.support.faultproxy import FaultProxy
 from tests.support.images import BuiltImage, Entry
@@ -211,14 +211,14 @@ def test_the_reserve_stops_cleanly_and_a_rerun_carries_on(
     left = sorted(set(TAGS) - mirrored)
     assert f"(left: {', '.join(f'{host}/{REPO}:{t}' for t in left)})" in line
     ok("verify", str(dest))  # what was mirrored is whole
-    assert set(json.loads((dest / "occystrap.lock").read_text())[f"{host}/{REPO}"]) == mirrored
+    assert set(read_lock(dest / "occystrap.lock")[f"{host}/{REPO}"]) == mirrored
 
     quota.refill()  # a new window
     proc = ok(*args, env=_env(tmp_path))
     assert quota.left == 2  # the three tags left, one pull each; the others only HEADs
     assert set(_catalog(dest)[f"{host}/{REPO}"]) == set(TAGS)
     assert f"{host}/{REPO}: 3 new ({', '.join(left)}), 3 unchanged\n" in proc.stderr
-    assert set(json.loads((dest / "occystrap.lock").read_text())[f"{host}/{REPO}"]) == set(TAGS)
+    assert set(read_lock(dest / "occystrap.lock")[f"{host}/{REPO}"]) == set(TAGS)
     ok("verify", str(dest))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import sys
 import traceback
 from collections.abc import Awaitable, Callable
@@ -240,6 +241,8 @@ class Context:
     _clients: dict[str, RegistryClient] = field(default_factory=dict)
     _engine: Engine | None = None
     _options: ClientOptions | None = None
+    # --upload-chunk-size: PATCH chunks of at most this many bytes into a registry (None: one PUT).
+    upload_chunk_size: int | None = None
 
     @property
     def options(self) -> ClientOptions:
@@ -291,7 +294,9 @@ def run(
     async def main() -> None:
         async with AsyncExitStack() as stack:
             limits = Limits(opts.get("parallel") or DEFAULT_PARALLEL)
-            await body(Context(reporter, limits, platform, make_options, stack))
+            context = Context(reporter, limits, platform, make_options, stack)
+            context.upload_chunk_size = opts.get("upload_chunk_size")
+            await body(context)
 
     run_reported(opts, reporter, main)
 
@@ -351,3 +356,26 @@ def echo_bytes(data: bytes) -> None:
     """Exact bytes on stdout (a manifest, a config): no re-encoding, no added newline."""
     sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()
+
+
+_SIZE_UNITS = {"": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
+               "g": 1000**3, "gb": 1000**3, "gib": 1024**3}  # fmt: skip
+
+
+def parse_size(text: str) -> int:
+    """`64MiB`, `100MB`, `5000000`: a byte count."""
+    match = re.fullmatch(r"(\d+)\s*([a-zA-Z]*)", text.strip())
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _SIZE_UNITS or int(match.group(1)) * _SIZE_UNITS[unit] <= 0:
+        raise click.BadParameter(f"expected a size such as 64MiB or 100MB, not {text!r}")
+    return int(match.group(1)) * _SIZE_UNITS[unit]
+
+
+def upload_option(func: F) -> F:
+    return click.option(
+        "--upload-chunk-size",
+        metavar="SIZE",
+        callback=lambda ctx, param, value: parse_size(value) if value else None,
+        help="Upload blobs in PATCH chunks of at most SIZE (e.g. 64MiB) for registries or proxies that "
+        "cap a request's body; default: one streamed PUT per blob.",
+    )(func)

@@ -8,7 +8,14 @@ from typing import Any
 
 import click
 
-from occystrap.commands.common import Context, client_options, registry_options, run, wrap_errors
+from occystrap.commands.common import (
+    Context,
+    client_options,
+    registry_options,
+    run,
+    upload_option,
+    wrap_errors,
+)
 from occystrap.locations import Location
 from occystrap.model import Node
 from occystrap.reference import Reference
@@ -56,6 +63,7 @@ def destination_ref(dst: Location, src_ref: Reference) -> Reference:
 @click.option(
     "--dry-run", is_flag=True, help="Say what would be sent (looks at the destination; writes nothing)."
 )
+@upload_option
 @side_credentials
 @registry_options
 @wrap_errors

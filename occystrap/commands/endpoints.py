@@ -74,7 +74,9 @@ async def registry_sink(
                 if node.reference.registry == source_ref.registry:
                     for layer in streamed([node]):
                         known[layer.descriptor.digest] = source_ref
-    return RegistrySink(client, ctx.reporter, destination, known, dry_run=dry_run)
+    return RegistrySink(
+        client, ctx.reporter, destination, known, dry_run=dry_run, chunk_size=ctx.upload_chunk_size
+    )
 
 
 async def open_sink(

@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from occystrap.commands.common import Context, progress_options, run, transfer_options, wrap_errors
+from occystrap.commands.common import (
+    Context,
+    progress_options,
+    run,
+    transfer_options,
+    upload_option,
+    wrap_errors,
+)
 from occystrap.commands.push import dest_credentials, placement_options
 
 if TYPE_CHECKING:
@@ -33,6 +40,7 @@ if TYPE_CHECKING:
     "--retries", type=click.IntRange(0, 100), default=5, show_default=True, help="Retries per request."
 )
 @transfer_options
+@upload_option
 @progress_options
 @wrap_errors
 def import_cmd(bundle: Path, destination: str, keep_host: bool, maps: tuple[str, ...], **opts: Any) -> None:
@@ -151,7 +159,7 @@ async def _into_registry(
         async for chunk in client.blob_chunks(known[desc.digest], desc, offset):
             yield chunk
 
-    inner = RegistrySink(client, ctx.reporter, destination, known=known)
+    inner = RegistrySink(client, ctx.reporter, destination, known=known, chunk_size=ctx.upload_chunk_size)
     sink = BaseAware(inner, base, checked=False)
     todo = await changed(ctx, inner, items)
     if todo:

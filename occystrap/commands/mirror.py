@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from occystrap.commands.common import Context, registry_options, wrap_errors
+from occystrap.commands.common import Context, registry_options, upload_option, wrap_errors
 from occystrap.commands.common import run as run_command
 from occystrap.commands.push import placement_options
 from occystrap.errors import UsageError
@@ -59,6 +59,7 @@ from occystrap.sources.base import Source
     help="Stop cleanly (exit 5) before a registry's reported pull quota (Docker Hub's) would fall "
     "below N; what was mirrored is kept, and running again later carries on.",
 )
+@upload_option
 @registry_options
 @wrap_errors
 def mirror_cmd(

@@ -9,7 +9,14 @@ from typing import Any
 
 import click
 
-from occystrap.commands.common import Context, progress_options, run, transfer_options, wrap_errors
+from occystrap.commands.common import (
+    Context,
+    progress_options,
+    run,
+    transfer_options,
+    upload_option,
+    wrap_errors,
+)
 
 
 def placement_options(func: Any) -> Any:
@@ -41,6 +48,7 @@ def dest_credentials(func: Any) -> Any:
 @click.option(
     "--dry-run", is_flag=True, help="Say what would be sent (looks at the registry; writes nothing)."
 )
+@upload_option
 @dest_credentials
 @click.option(
     "--insecure-registry", "insecure", multiple=True, metavar="HOST", help="Allow plain HTTP for HOST."

@@ -42,7 +42,14 @@ async def changed(ctx: Context, sink: RegistrySink, items: list[Item]) -> list[I
 async def push_items(ctx: Context, source: Source, items: list[Item], destination: str, dry_run: bool) -> str:
     """Move items into the registry their nodes are named for; a line saying what changed."""
     client = await ctx.client()
-    sink = RegistrySink(client, ctx.reporter, destination, dry_run=dry_run, tags_checked=True)
+    sink = RegistrySink(
+        client,
+        ctx.reporter,
+        destination,
+        dry_run=dry_run,
+        tags_checked=True,
+        chunk_size=ctx.upload_chunk_size,
+    )
     todo = await changed(ctx, sink, items)
     if dry_run:
         preview = await ctx.engine.preview(sink, todo)
@@ -71,7 +78,14 @@ async def mirror_into(
     client = await ctx.client()
 
     def sink() -> RegistrySink:
-        return RegistrySink(client, ctx.reporter, destination, dry_run=dry_run, tags_checked=True)
+        return RegistrySink(
+            client,
+            ctx.reporter,
+            destination,
+            dry_run=dry_run,
+            tags_checked=True,
+            chunk_size=ctx.upload_chunk_size,
+        )
 
     def place(node: Node) -> Node:
         return with_reference(node, placement.place(node.reference))

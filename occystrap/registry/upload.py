@@ -118,24 +118,27 @@ class Uploader:
         ) as resp:
             await self._landed(resp, ref, desc)
 
-    async def patch(self, ref: Reference, location: str, start: int, chunk: bytes) -> str:
-        """One chunk at `start`; the registry must confirm it holds everything up to its end."""
+    async def patch(
+        self, ref: Reference, location: str, start: int, size: int, body: AsyncIterable[bytes]
+    ) -> str:
+        """One chunk of `size` bytes at `start`, streamed from body; the registry must confirm it
+        holds everything up to the chunk's end. Returns the session's next Location."""
         headers = {
             "Content-Type": OCTET,
-            "Content-Length": str(len(chunk)),
-            "Content-Range": f"{start}-{start + len(chunk) - 1}",
+            "Content-Length": str(size),
+            "Content-Range": f"{start}-{start + size - 1}",
         }
         async with self.client.request(
-            "PATCH", ref, "", headers, scope=scope_for(ref, push=True), data=chunk, url=location
+            "PATCH", ref, "", headers, scope=scope_for(ref, push=True), data=body, url=location
         ) as resp:
             if resp.status != 202:
                 if resp.status in (408, 429, 500, 502, 503, 504):
                     raise Retryable(f"HTTP {resp.status} on PATCH")
                 raise await refused(resp, ref, "a blob chunk")
             end = _range_end(resp.headers.get("Range"))
-            if end != start + len(chunk) - 1:
+            if end != start + size - 1:
                 raise TransferError(
-                    f"{ref.registry} holds the upload up to byte {end}, not {start + len(chunk) - 1}"
+                    f"{ref.registry} holds the upload up to byte {end}, not {start + size - 1}"
                 )
             return self._url(ref, resp.headers.get("Location") or location)
 
