@@ -26,6 +26,11 @@ COMMANDS = {
     "list-tags": "occystrap.commands.look:list_tags",
     "inspect": "occystrap.commands.look:inspect",
     "verify": "occystrap.commands.verify:verify_cmd",
+    "files": "occystrap.commands.forensics:files_cmd",
+    "search": "occystrap.commands.forensics:search_cmd",
+    "diff": "occystrap.commands.forensics:diff_cmd",
+    "export": "occystrap.commands.rootfs:export_cmd",
+    "fetch-to-oci-bundle": "occystrap.commands.rootfs:fetch_to_oci_bundle",
 }
 
 
