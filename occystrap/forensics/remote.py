@@ -149,12 +149,12 @@ class Streams:
         """Fail every read in progress and to come, and cancel the downloads (on the loop)."""
         with self._lock:
             self._interrupted = True
-            active = list(self._active)
-        for t in active:
+            active = [(t, t.future) for t in self._active]
+        for t, future in active:
             t.plain.abandon()
             t.plain.close()
-            if t.future is not None:
-                t.future.cancel()
+            if future is not None:  # else its opener cancels it, seeing the flag
+                future.cancel()
 
     async def _stream(self, t: _Transfer, source: Source, ref: Reference, desc: Descriptor) -> None:
         try:
@@ -227,7 +227,12 @@ class Streams:
                 self._queued.add(desc.digest)
             if announce:
                 self.emit(BlobQueued(desc.digest, desc.size, str(image.reference)))
-            t.future = self._portal.start_task_soon(self._stream, t, source, ref, desc)
+            future = self._portal.start_task_soon(self._stream, t, source, ref, desc)
+            with self._lock:
+                t.future = future
+                missed = self._interrupted  # interrupt() ran before there was a task to cancel
+            if missed:
+                future.cancel()
             finished = False
             try:
                 stream = io.BufferedReader(_PlainReader(t, self), CHUNK)
@@ -238,7 +243,7 @@ class Streams:
                 if not finished:
                     # The reader gave up (its own error, or another layer's): stop the download.
                     t.plain.abandon()
-                    t.future.cancel()
+                    future.cancel()
                 t.ended.wait()
                 with self._lock:
                     self._active.discard(t)
