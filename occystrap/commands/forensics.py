@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -19,14 +18,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from occystrap.commands.common import Context, registry_options, run, wrap_errors
+from occystrap.commands.forensics_text import diff_text, files_text, match_fields, match_line
 from occystrap.errors import UsageError
 from occystrap.events import ImageCommitted, Info, RunStarted
 
 if TYPE_CHECKING:
-    from occystrap.forensics.history import Event, PathRecord, Version
     from occystrap.forensics.layers import LayerRef, OpenLayer
     from occystrap.forensics.remote import Streams
-    from occystrap.forensics.search import Match
     from occystrap.locations import Location
     from occystrap.model import Image
 
@@ -96,72 +94,7 @@ def write_json(doc: Any) -> None:
     write_stdout(json.dumps(doc))
 
 
-_SHOWN = {i: f"\\x{i:02x}" for i in (*range(32), 127)}
-_SCRIPT = {**_SHOWN, ord("\\"): "\\\\", ord("\t"): "\\t", ord("\n"): "\\n", ord("\r"): "\\r"}
-
-
-def shown(text: str) -> str:
-    """A name from a layer, safe on a terminal (no escape sequences) and on one line."""
-    return text.translate(_SHOWN)
-
-
-def field(text: str) -> str:
-    """A tab-separated field: backslash, tab, newline and control characters escaped."""
-    return text.translate(_SCRIPT)
-
-
 # -- files -------------------------------------------------------------------------------------
-
-_TYPE_BITS = {
-    "file": stat.S_IFREG,
-    "dir": stat.S_IFDIR,
-    "symlink": stat.S_IFLNK,
-    "char": stat.S_IFCHR,
-    "block": stat.S_IFBLK,
-    "fifo": stat.S_IFIFO,
-}
-
-
-def version_text(v: Version) -> str:
-    """mode, owner, size (device numbers for a device): as `ls -l` shows them."""
-    size = f"{v.device[0]},{v.device[1]}" if v.device else str(v.size)
-    mode = stat.filemode(_TYPE_BITS.get(v.file_type, stat.S_IFREG) | v.mode)
-    return f"{mode} {v.uid:>5} {v.gid:>5} {size:>10}"
-
-
-def link_text(v: Version) -> str:
-    if v.type == "symlink":
-        return f" -> {shown(v.target or '')}"
-    if v.type == "hardlink":
-        return f" link to {shown(v.target or '')}"
-    return ""
-
-
-def record_line(r: PathRecord) -> str:
-    line = f"{version_text(r.version)} L{r.version.layer:<3} {shown(r.path)}{link_text(r.version)}"
-    if not r.present:
-        gone = next(e for e in reversed(r.history) if e.action == "deleted")
-        line += f"  [deleted in L{gone.layer}: {gone.cause}]"
-    return line
-
-
-def event_line(e: Event) -> str:
-    if e.version is None:
-        return f"    L{e.layer:<3} deleted   by {shown(e.by or '')} ({e.cause})"
-    return f"    L{e.layer:<3} {e.action:<9} {version_text(e.version)}{link_text(e.version)}"
-
-
-def files_text(records: list[PathRecord], history: bool, layer: int | None) -> str:
-    lines = []
-    for r in records:
-        line = record_line(r)
-        if layer is not None:  # what that layer did last to the path: Added, Modified, Deleted
-            action = [e.action for e in r.history if e.layer == layer][-1]
-            line = f"{action[0].upper()} {line}"
-        lines.append(line)
-        if history:
-            lines.extend(event_line(e) for e in r.history)
-    return "\n".join(lines)
 
 
 def under(path: str, prefixes: tuple[str, ...]) -> bool:
@@ -253,26 +186,6 @@ def files_cmd(
 # -- search ------------------------------------------------------------------------------------
 
 
-def match_line(m: Match) -> str:
-    if m.kind == "content":
-        head = f"L{m.layer:<3} {shown(m.path)}:{m.line}: {shown(m.text or '')}"
-    else:
-        head = f"L{m.layer:<3} {'deleted' if m.type == 'whiteout' else m.type:<8} {shown(m.path)}"
-    if m.present:
-        return head
-    if m.type == "whiteout":
-        return f"{head}  [written again later]"
-    return f"{head}  [not in the final filesystem]"
-
-
-def match_fields(m: Match) -> str:
-    """layer, digest, present|absent, type, path [, line, offset, text]: one line, tabs between."""
-    out = [str(m.layer), m.digest, "present" if m.present else "absent", m.type, field(m.path)]
-    if m.kind == "content":
-        out += [str(m.line), str(m.offset), field(m.text or "")]
-    return "\t".join(out)
-
-
 @click.command("search")
 @click.argument("image")
 @click.argument("pattern", required=False)
@@ -359,61 +272,6 @@ def search_cmd(
 # -- diff --------------------------------------------------------------------------------------
 
 
-def diff_text(doc: dict[str, Any], a: Opened, b: Opened) -> str:
-    from occystrap.ui.units import human, short
-
-    layers = doc["layers"]
-    lines = [
-        f"layers: A has {len(a.layers)}, B has {len(b.layers)}; "
-        f"the bottom {layers['common_base']} in common, {len(layers['shared'])} shared in all"
-    ]
-    for side, key in (("A", "only_a"), ("B", "only_b")):
-        for r in layers[key]:
-            lines.append(f"  only in {side}: L{r['index']:<3} {short(r['diff_id'])}  {human(r['size'])}")
-    if doc["config"]:
-        lines.append("config:")
-        lines.extend(f"  {line}" for line in config_lines(doc["config"]))
-    files = doc["files"]
-    counts = {c: sum(1 for f in files if f["change"] == c) for c in ("added", "removed", "changed")}
-    lines.append(f"files: {counts['added']} added, {counts['removed']} removed, {counts['changed']} changed")
-    for f in files:
-        letter = {"added": "A", "removed": "D", "changed": "M"}[f["change"]]
-        detail = (
-            f" ({', '.join(change_detail(name, f['a'], f['b']) for name in f['fields'])})"
-            if f["fields"]
-            else ""
-        )
-        lines.append(f"  {letter} {shown(f['path'])}{detail}")
-    return "\n".join(lines)
-
-
-def change_detail(name: str, a: dict[str, Any], b: dict[str, Any]) -> str:
-    if name == "content":
-        return "content"
-    key = {"device": "device", "target": "target"}.get(name, name)
-    return f"{name} {shown(str(a.get(key)))} -> {shown(str(b.get(key)))}"
-
-
-def config_lines(config: dict[str, Any]) -> list[str]:
-    out = []
-    for group in ("env", "labels"):
-        changes = config.get(group, {})
-        for name, value in changes.get("added", {}).items():
-            out.append(f"{group} {shown(name)}: added {shown(json.dumps(value))}")
-        for name, value in changes.get("removed", {}).items():
-            out.append(f"{group} {shown(name)}: removed {shown(json.dumps(value))}")
-        for name, pair in changes.get("changed", {}).items():
-            out.append(
-                f"{group} {shown(name)}: {shown(json.dumps(pair['a']))} -> {shown(json.dumps(pair['b']))}"
-            )
-    for key in ("entrypoint", "cmd", "user", "workdir"):
-        if key in config:
-            out.append(
-                f"{key}: {shown(json.dumps(config[key]['a']))} -> {shown(json.dumps(config[key]['b']))}"
-            )
-    return out
-
-
 @click.command("diff")
 @click.argument("image_a", metavar="A")
 @click.argument("image_b", metavar="B")
@@ -460,6 +318,6 @@ def diff_cmd(image_a: str, image_b: str, as_json: bool, **opts: Any) -> None:
         done(ctx, a.image, "stdout")
         done(ctx, b.image, "stdout")
         doc = result.to_json()
-        write_json(doc) if as_json else write_stdout(diff_text(doc, a, b))
+        write_json(doc) if as_json else write_stdout(diff_text(doc, len(a.layers), len(b.layers)))
 
     run_forensics(opts, body)
