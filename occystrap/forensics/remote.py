@@ -225,26 +225,28 @@ class Streams:
                 self._active.add(t)
                 announce = desc.digest not in self._queued  # not announced by queue()
                 self._queued.add(desc.digest)
-            if announce:
-                self.emit(BlobQueued(desc.digest, desc.size, str(image.reference)))
-            future = self._portal.start_task_soon(self._stream, t, source, ref, desc)
-            with self._lock:
-                t.future = future
-                missed = self._interrupted  # interrupt() ran before there was a task to cancel
-            if missed:
-                future.cancel()
+            future: Future[None] | None = None
             finished = False
             try:
+                if announce:
+                    self.emit(BlobQueued(desc.digest, desc.size, str(image.reference)))
+                future = self._portal.start_task_soon(self._stream, t, source, ref, desc)
+                with self._lock:
+                    t.future = future
+                    missed = self._interrupted  # interrupt() ran before there was a task to cancel
+                if missed:
+                    future.cancel()
                 stream = io.BufferedReader(_PlainReader(t, self), CHUNK)
                 yield stream
                 drain(stream)  # EOF comes after the checks: this raises if they failed
                 finished = True
             finally:
-                if not finished:
-                    # The reader gave up (its own error, or another layer's): stop the download.
-                    t.plain.abandon()
-                    future.cancel()
-                t.ended.wait()
+                if future is not None:
+                    if not finished:
+                        # The reader gave up (its own error, or another layer's): stop the download.
+                        t.plain.abandon()
+                        future.cancel()
+                    t.ended.wait()
                 with self._lock:
                     self._active.discard(t)
 
@@ -254,5 +256,9 @@ class Streams:
 @asynccontextmanager
 async def layer_streams(reporter: Reporter, limits: Limits, readers: int = 1) -> AsyncIterator[Streams]:
     """Streams for one command; `readers`: how many layers the forensics code reads at once."""
-    async with BlockingPortal() as portal:
-        yield Streams(portal, reporter, limits, readers)
+    try:
+        async with BlockingPortal() as portal:
+            yield Streams(portal, reporter, limits, readers)
+    except BaseExceptionGroup as group:
+        # The portal's task group wraps what the body raised: callers want the error itself.
+        raise first_error(group) from None
