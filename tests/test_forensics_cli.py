@@ -150,6 +150,20 @@ def test_files_bad_input(rich: tuple[Stored, str], registry: Registry) -> None:
     assert proc.stdout == ""
 
 
+def test_files_picks_the_platform_from_an_index(registry: Registry) -> None:
+    amd = images.build_image([[file("arch", b"amd64\n")]], fmt="oci", arch="amd64")
+    arm = images.build_image([[file("arch", b"arm64\n"), file("only-arm", b"")]], fmt="oci", arch="arm64")
+    registry.push_index("forensics/multi", "v1", images.build_index([amd, arm]))
+    ref = registry.ref("forensics/multi", "v1")
+    paths = [
+        r["path"] for r in json.loads(ok("files", "-q", "--json", "--platform", "linux/arm64", ref).stdout)
+    ]
+    assert paths == ["/arch", "/only-arm"]
+    assert "/only-arm" not in ok("files", "-q", ref).stdout
+    proc = fails("files", "--platform", "linux/s390x", ref)
+    assert proc.returncode == 8 and "linux/arm64" in proc.stderr and proc.stdout == ""
+
+
 def test_progress_events_per_layer(rich: tuple[Stored, str]) -> None:
     stored, ref = rich
     proc = ok("files", "--progress", "json", ref)
