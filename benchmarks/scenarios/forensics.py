@@ -148,6 +148,9 @@ def forensics(ctx: BenchContext) -> ScenarioResult:
         f"{SKOPEO_UMOCI_TAR}: `skopeo copy docker://REF:TAG oci:DIR:TAG && umoci unpack --image DIR:TAG B "
         "&& tar -C B/rootfs -cf out.tar .` (one command line, timed as a whole).",
         "ratio = median wall time / the median of the tool in 'vs'; paired = median of per-round ratios.",
+        f"{FILES} and {FETCH} verify the same bytes (digest, inflate, diff_id); {FILES} also parses the "
+        f"tar where {FETCH} writes the blob. {DIFF} also hashes the contents of every file of both images "
+        "(the library's diff compares files by sha256), the shared base included.",
     ]
     for s in by_tool.values():
         if s.failed:
