@@ -299,11 +299,13 @@ def diff_cmd(image_a: str, image_b: str, as_json: bool, **opts: Any) -> None:
     where_a, where_b = locations.parse(image_a), locations.parse(image_b)
 
     async def body(ctx: Context, streams: Streams) -> None:
+        from occystrap.concurrency import gather
         from occystrap.events import BlobSkipped
         from occystrap.forensics.diff import ImageSide, diff_images
 
-        a = await open_image(ctx, where_a, streams)
-        b = await open_image(ctx, where_b, streams, announce=False)
+        a, b = await gather(
+            [lambda: open_image(ctx, where_a, streams), lambda: open_image(ctx, where_b, streams, False)]
+        )
         in_a = {r.diff_id for r in a.layers}
         streams.queue(b.image, [r for r in b.layers if r.diff_id not in in_a])
         for r in b.layers:
