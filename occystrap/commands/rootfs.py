@@ -126,6 +126,8 @@ def fetch_to_oci_bundle(
     where = locations.parse(image, None if tag == "-" else tag)
     if where.is_local and where.name is None and tag != "-":
         where = replace(where, name=tag)
+    elif not where.is_local and tag == "-":
+        raise UsageError("TAG `-` (the only image) is for a local layout; name a tag or digest")
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise UsageError(f"{directory} already exists")
 
