@@ -59,6 +59,8 @@ def export_cmd(image: str, output: str, **opts: Any) -> None:
         raise UsageError("refusing to write a tar stream to a terminal: redirect stdout, or name a file")
     if not to_stdout and dest.is_dir():
         raise UsageError(f"{dest} is a directory")
+    if not to_stdout and not dest.parent.is_dir():
+        raise UsageError(f"{dest.parent} is not a directory")
 
     async def body(ctx: Context, streams: Streams) -> None:
         from occystrap.forensics.export import export_rootfs
