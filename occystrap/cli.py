@@ -31,6 +31,11 @@ COMMANDS = {
     "ratelimit": "occystrap.commands.ratelimit:ratelimit_cmd",
     "verify": "occystrap.commands.verify:verify_cmd",
     "serve": "occystrap.commands.serve:serve_cmd",
+    "files": "occystrap.commands.forensics:files_cmd",
+    "search": "occystrap.commands.forensics:search_cmd",
+    "diff": "occystrap.commands.forensics:diff_cmd",
+    "export": "occystrap.commands.rootfs:export_cmd",
+    "fetch-to-oci-bundle": "occystrap.commands.rootfs:fetch_to_oci_bundle",
 }
 
 

@@ -176,10 +176,10 @@ class RegistrySink:
 
         await gather([lambda n=n: by_digest(n) for n in walk(root)[:-1]])  # type: ignore[misc]
         digest = root.manifest.digest
-        if ref.tag and not self.tags_checked:
-            if await self.client.head_manifest(ref, ref.tag, push=True) == digest:
-                self.reporter.emit(Info(f"{ref} already points at {digest.short}"))
-                return
+        looked = ref.tag and not self.tags_checked
+        if looked and await self.client.head_manifest(ref, ref.tag or "", push=True) == digest:
+            self.reporter.emit(Info(f"{ref} already points at {digest.short}"))
+            return
         await by_digest(root, look=not ref.tag)
         if ref.tag:
             await self.uploader.put_manifest(ref, ref.tag, root.manifest_bytes, root.manifest.media_type)
