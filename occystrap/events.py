@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -142,6 +142,13 @@ class BlobSource(Event):
     digest: str
     source: str
     mirror: bool
+
+
+@dataclass(frozen=True)
+class RunReport(Event):
+    """mirror's machine-readable account of the run (see occystrap.mirror.report)."""
+
+    report: dict[str, Any]
 
 
 class Reporter(Protocol):

@@ -143,9 +143,15 @@ Args = Callable[[World, Path], list[str]]
 def _reader(command: str, name: str, tag: str, *extra: str) -> Callable[[Path], list[str]]:
     def args(out: Path) -> list[str]:
         at = f"{name}@{tag}" if tag.startswith("sha256:") else f"{name}:{tag}"
-        if command in ("fetch-to-tarfile", "fetch-to-extracted"):
+        if command in ("fetch-to-tarfile", "fetch-to-extracted", "fetch-to-oci-bundle"):
             target = out / ("out.tar" if command == "fetch-to-tarfile" else "out")
             return [command, *extra, name, tag, str(target)]
+        if command == "search":
+            return [command, *extra, at, "*"]
+        if command == "diff":
+            return [command, *extra, at, at]
+        if command == "export":
+            return [command, *extra, at, str(out / "rootfs.tar")]
         if command == "copy":
             source = at if name.startswith("Not/") else f"docker://{at}"
             return [command, *extra, source, f"oci:{out / 'layout'}"]
@@ -158,8 +164,9 @@ def _reader(command: str, name: str, tag: str, *extra: str) -> Callable[[Path], 
     return args
 
 
-READERS = ["fetch-to-tarfile", "fetch-to-extracted", "copy", "mirror", "inspect", "list-tags"]
-MOVERS = READERS[:4]  # the ones that move blobs
+LOOKERS = ["files", "search", "diff", "export", "fetch-to-oci-bundle"]  # read every layer
+READERS = ["fetch-to-tarfile", "fetch-to-extracted", "copy", "mirror", "inspect", "list-tags", *LOOKERS]
+MOVERS = [*READERS[:4], *LOOKERS]  # the ones that read blobs
 
 
 def _reader_rows() -> list[tuple[str, int, str, Args]]:
@@ -184,7 +191,13 @@ def _reader_rows() -> list[tuple[str, int, str, Args]]:
     add(READERS, 7, "malformed", lambda w: f"{w.proxy}/codes/malformed", TAG)
     add(["list-tags"], 7, "tags-not-a-list", lambda w: f"{w.proxy}/codes/oddtags", TAG)
     add(
-        READERS[:5], 8, "no-such-platform", lambda w: f"{w.reg}/codes/multi", TAG, "--platform", "linux/s390x"
+        [c for c in READERS if c != "list-tags"],
+        8,
+        "no-such-platform",
+        lambda w: f"{w.reg}/codes/multi",
+        TAG,
+        "--platform",
+        "linux/s390x",
     )
     return rows
 
@@ -378,6 +391,7 @@ def test_every_command_has_a_row_for_each_class_it_can_meet() -> None:
         "copy": everything,
         "mirror": everything,
         "inspect": everything,
+        **dict.fromkeys(LOOKERS, everything),
         "list-tags": {2, 3, 4, 5, 7},  # no blob, no platform
         "recreate-image": {2, 3, 6, 7},  # local: no network, the whole index is written
         "tarfile-to-extracted": {2, 3, 6, 7},

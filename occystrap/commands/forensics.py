@@ -20,7 +20,6 @@ import click
 from occystrap.commands.common import Context, registry_options, run, wrap_errors
 from occystrap.commands.forensics_text import diff_text, files_text, match_fields, match_line
 from occystrap.errors import UsageError
-from occystrap.events import ImageCommitted, Info, RunStarted
 
 if TYPE_CHECKING:
     from occystrap.forensics.layers import LayerRef, OpenLayer
@@ -49,6 +48,8 @@ async def open_image(ctx: Context, where: Location, streams: Streams, announce: 
     from occystrap.resolve import require_image, resolve, resolved_event
 
     source, ref = await open_source(ctx, where)
+    from occystrap.events import RunStarted
+
     ctx.reporter.emit(RunStarted((str(ref),)))
     found = await resolve(source, ref, ctx.platform, ctx.engine.limits.resolves)
     image = require_image(found.nodes[0])
@@ -73,6 +74,8 @@ def run_forensics(
 
 
 def done(ctx: Context, image: Image, where: str) -> None:
+    from occystrap.events import ImageCommitted
+
     ctx.reporter.emit(ImageCommitted(str(image.reference), where))
 
 
@@ -174,6 +177,8 @@ def files_cmd(
             records = [r for r in records if under(r.path, prefixes)]
         done(ctx, opened.image, "stdout")
         if not records:
+            from occystrap.events import Info
+
             ctx.reporter.emit(Info("no path matches"))
         if as_json:
             write_json(table.to_json(records))
@@ -258,6 +263,8 @@ def search_cmd(
         result = await streams.call(lambda: search(opened.layers, opened.open_layer, query, workers=workers))
         done(ctx, opened.image, "stdout")
         if not result.matches:
+            from occystrap.events import Info
+
             ctx.reporter.emit(Info("no matches"))
         if as_json:
             write_json(result.to_json())

@@ -11,7 +11,7 @@ import click
 from occystrap.commands.common import Context, registry_options, upload_option, wrap_errors
 from occystrap.commands.common import run as run_command
 from occystrap.commands.push import placement_options
-from occystrap.errors import UsageError
+from occystrap.errors import OccystrapError, UsageError
 from occystrap.sources.base import Source
 
 
@@ -48,6 +48,12 @@ from occystrap.sources.base import Source
     help="Write a delta bundle: only the layer blobs OLD (a bundle, merged directory or lock file) lacks.",
 )
 @click.option("--prune", is_flag=True, help="Then remove from the merged DEST what this run did not mirror.")
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a JSON account of the run: each tag's outcome, digests, bytes, sources, and what failed.",
+)
 @placement_options
 @click.option(
     "--referrers", is_flag=True, help="Also carry what refers to each image: signatures, attestations, SBOMs."
@@ -75,6 +81,7 @@ def mirror_cmd(
     keep_host: bool,
     maps: tuple[str, ...],
     referrers: bool,
+    report_path: Path | None,
     **opts: Any,
 ) -> None:
     """Mirror many images, tags and platforms into DEST in one run.
@@ -167,11 +174,13 @@ def mirror_cmd(
     async def body(ctx: Context) -> None:
         from occystrap.commands import reserve as reserve_
         from occystrap.commands.endpoints import registry_source
+        from occystrap.commands.reporting import SourceRecorder
         from occystrap.events import Info, RunStarted, Warning_
         from occystrap.mirror import changes, dryrun, plan, run
 
         # Everything for the user goes through the reporter while the live display runs.
-        reporter = ctx.reporter
+        reporter = ctx.reporter = SourceRecorder(ctx.reporter)
+        reporter_of_run.append(reporter)
         names = [s.name for s in wanted.images] if wanted is not None else sorted(lock)
         reporter.emit(RunStarted(tuple(names), dest_text, upload=into_registry))
         pulled = await registry_source(ctx)
@@ -194,37 +203,48 @@ def mirror_cmd(
         if held and (dry_run or lockfile.is_tarball(dest)):
             # A bundle is written whole: one without the held-back tags would drop them.
             raise reserve_.stopped(budget, held)
+        planned = list(result.items)
         base = None
         if since is not None:
             from occystrap.delta.base import load
 
             base = await load(since, planner)
-        if placement is not None:
-            from occystrap.commands.pushing import mirror_into
+        found = None
+        try:
+            if placement is not None:
+                from occystrap.commands.pushing import mirror_into
 
-            found = await mirror_into(ctx, source, result, placement, dest_text, keep_going, dry_run)
-        elif dry_run:
-            if as_json:
-                doc = dryrun.dry_run_json(result, dest) | airgap.dry_run_json(dest, result, base, prune)
-                click.echo(json.dumps(doc, indent=2))
+                found = await mirror_into(ctx, source, result, placement, dest_text, keep_going, dry_run)
+            elif dry_run:
+                if as_json:
+                    doc = dryrun.dry_run_json(result, dest) | airgap.dry_run_json(dest, result, base, prune)
+                    click.echo(json.dumps(doc, indent=2))
+                else:
+                    for line in [
+                        *dryrun.dry_run_report(result, dest),
+                        *airgap.dry_run_lines(dest, result, base, prune),
+                    ]:
+                        click.echo(line)
             else:
-                for line in [
-                    *dryrun.dry_run_report(result, dest),
-                    *airgap.dry_run_lines(dest, result, base, prune),
-                ]:
-                    click.echo(line)
-        else:
-            found = changes.changes(result, changes.held_manifests(dest), lockfile.is_tarball(dest))
-            whole = lockfile.is_tarball(dest)
-            make_sink = airgap.sink_factory(dest, ctx.platform, base, result)
-            await run.fetch(ctx.engine, source, result, make_sink, keep_going, whole)
-            await airgap.after_run(dest, result, base, prune, reporter)
+                found = changes.changes(result, changes.held_manifests(dest), lockfile.is_tarball(dest))
+                whole = lockfile.is_tarball(dest)
+                make_sink = airgap.sink_factory(dest, ctx.platform, base, result)
+                await run.fetch(ctx.engine, source, result, make_sink, keep_going, whole)
+                await airgap.after_run(dest, result, base, prune, reporter)
+        except OccystrapError as err:
+            for name in dict.fromkeys(p.source for p in result.items):
+                result.fail(name, err)
+            account(planned, result, found)
+            raise
+        if not dry_run:
+            account(planned, result, found)
         if not dry_run:
             if not locked and lock_file is not None:
                 reserve_.write_lock(lock_file, result.lock(), result.failures, held)
             elif locked and placement is None and lock_file != lockfile.lock_path(dest):
                 # A lock replayed from elsewhere (a repository): DEST still gets its own record.
                 lockfile.write_lock(lockfile.lock_path(dest), result.lock(), result.failures)
+            assert found is not None
             for line in changes.change_lines(result, found):
                 reporter.emit(Info(line))
             tags = {(p.source, p.key) for p in result.items}
@@ -236,6 +256,13 @@ def mirror_cmd(
         if held:
             raise reserve_.stopped(budget, held)
 
+    def account(planned: list[Any], result: Any, found: Any) -> None:
+        """The run report: as an event (for --progress json) and, with --report, a file."""
+        from occystrap.commands.reporting import emit_report
+
+        emit_report(reporter_of_run[0], report_path, planned, result, found, dest_text, into_registry)
+
+    reporter_of_run: list[Any] = []
     run_command(opts, body, specs.spec_client_options(opts, wanted))
 
 

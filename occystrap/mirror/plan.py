@@ -16,7 +16,7 @@ import anyio
 from occystrap import reference, referrers
 from occystrap.concurrency import gather, library_error
 from occystrap.digest import Digest
-from occystrap.errors import ManifestError, UsageError
+from occystrap.errors import ManifestError, OccystrapError, UsageError
 from occystrap.events import NullReporter, Reporter
 from occystrap.mediatypes import INDEX_TYPES
 from occystrap.mirror.lockfile import INDEX_KEY, Lock
@@ -50,6 +50,11 @@ class Planned:
 class Plan:
     items: list[Planned] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, OccystrapError] = field(default_factory=dict)  # the failures' errors, for reports
+
+    def fail(self, name: str, err: OccystrapError, message: str | None = None) -> None:
+        self.failures[name] = message or str(err)
+        self.errors[name] = err
 
     @property
     def nodes(self) -> list[Node]:
@@ -204,7 +209,7 @@ async def _collect(jobs: list[Job], keep_going: bool, reporter: Reporter) -> Pla
             err = library_error(exc)
             if err is None or not keep_going:
                 raise
-            result.failures[name] = str(err)
+            result.fail(name, err)
             return
         found[name] = items
         for p in items:

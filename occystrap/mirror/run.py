@@ -66,7 +66,7 @@ async def fetch(
             raise
         if whole:
             for name in dict.fromkeys(p.source for p in result.items):
-                result.failures[name] = f"bundle not written: {err}"
+                result.fail(name, err, f"bundle not written: {err}")
             result.items.clear()
             return
     by_source: dict[str, list[Planned]] = {}
@@ -81,7 +81,7 @@ async def fetch(
             err = library_error(exc)
             if err is None:
                 raise
-            result.failures[name] = str(err)
+            result.fail(name, err)
     result.items[:] = kept
 
 

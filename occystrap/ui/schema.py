@@ -51,6 +51,7 @@ PullQuota       registry str, remaining int, limit int|null,       a registry's 
                                                                    count; ``window``: what the limit
                                                                    covers, ``reset``: time until it
                                                                    refills, when the registry says
+RunReport       report {…} (see occystrap.mirror.report)             mirror's per-tag outcomes, before Summary
 Warning         message str                                        something the user should know
 Info            message str                                        a note that is neither progress nor a
                                                                    problem
@@ -106,6 +107,7 @@ SCHEMA: dict[str, tuple[str, ...]] = {
     "BlobRetry": ("digest", "url", "attempt", "delay", "reason"),
     "BlobVerifying": ("digest", "size"),
     "BlobDone": ("digest", "size"),
+    "RunReport": ("report",),
     "BlobRemoved": ("digest", "size"),
     "ManifestPushed": ("image", "digest", "tag"),
     "BlobSource": ("digest", "source", "mirror"),
