@@ -23,10 +23,11 @@ ImageResolved   image str, manifest_digest str, platform str|null, an image's ma
                 kind str, artifact_type str|null                   "artifact": carried, never unpacked)
 BlobQueued      digest str, size int, image str                    a layer will be fetched (once per run)
 BlobSkipped     digest str, size int, image str,                   no fetch needed: already in the
-                reason "present"|"shared"|"mounted"|"base"         destination, moved for another image
-                                                                   in this run, mounted from another
+                reason "present"|"shared"|"mounted"|"base"|        destination, moved for another image
+                "shard"                                            in this run, mounted from another
                                                                    repository of the destination registry,
-                                                                   or left to a delta bundle's base
+                                                                   left to a delta bundle's base, or
+                                                                   another shard's (mirror --shard)
 BlobStarted     digest str, size int, offset int                   its body starts (holds a slot)
 BlobProgress    digest str, done int, size int                     about every MiB; ``done`` counts from
                                                                    the blob's first byte, across resumes
@@ -52,7 +53,8 @@ Summary         ok bool, error str|null, images int,               always the la
                 mounted_blobs int, manifests_pushed int,
                 tags_written int, artifacts int,
                 base_blobs int, base_bytes int,
-                removed_blobs int, removed_bytes int
+                removed_blobs int, removed_bytes int,
+                shard_blobs int, shard_bytes int
 =============== ================================================== ========================================
 
 ``fetched_bytes`` is the sum of ``BlobDone.size`` (bytes pushed, when the destination is a
@@ -119,6 +121,8 @@ SCHEMA: dict[str, tuple[str, ...]] = {
         "base_bytes",
         "removed_blobs",
         "removed_bytes",
+        "shard_blobs",
+        "shard_bytes",
     ),
 }
 
@@ -164,4 +168,6 @@ def summary(stats: Stats, at: float, ok: bool = True, error: str | None = None) 
         "base_bytes": stats.base_bytes,
         "removed_blobs": stats.removed_blobs,
         "removed_bytes": stats.removed_bytes,
+        "shard_blobs": stats.shard_blobs,
+        "shard_bytes": stats.shard_bytes,
     }
