@@ -410,3 +410,40 @@ def test_dry_run_shows_the_split_and_kubernetes_index(sharded: Sharded, tmp_path
     assert not out.exists()
     assert "occystrap mirror --shard 1/4 " in ok("mirror", "--help").stdout
     assert "occystrap merge shard-1/ " in ok("merge", "--help").stdout
+
+
+# --- the examples README points at --------------------------------------------------------------
+
+
+def _commands(text: str) -> list[list[str]]:
+    """Every `occystrap …` command line in a text, as words (folded YAML lines joined)."""
+    out = []
+    for chunk in text.replace("&&", "\n").splitlines():
+        words = chunk.split()
+        if words and words[0] == "occystrap":
+            out.append(words[1:])
+    return out
+
+
+def test_the_examples_say_what_the_commands_accept() -> None:
+    import yaml
+
+    examples = ROOT / "examples"
+    workflow = yaml.safe_load((examples / "github-actions-mirror.yml").read_text())
+    assert workflow["jobs"]["shard"]["strategy"]["matrix"]["shard"] == list(range(1, SHARDS + 1))
+    runs = [s["run"] for job in workflow["jobs"].values() for s in job["steps"] if "run" in s]
+    jobs = list(yaml.safe_load_all((examples / "k8s-indexed-job.yaml").read_text()))
+    indexed = jobs[0]["spec"]
+    assert indexed["completionMode"] == "Indexed" and indexed["completions"] == SHARDS
+    runs += [arg for job in jobs for c in job["spec"]["template"]["spec"]["containers"] for arg in c["args"]]
+    commands = [c for text in runs for c in _commands(text)]
+    assert any("--shard" in c and f"auto/{SHARDS}" in c for c in commands)
+    assert any(
+        c[0] == "merge" and len([w for w in c if w.startswith("shards/shard-")]) == SHARDS for c in commands
+    )
+    helps: dict[str, str] = {}
+    for words in commands:
+        help_text = helps.setdefault(words[0], ok(words[0], "--help").stdout)
+        for word in words[1:]:
+            if word.startswith("--"):
+                assert f"{word.partition('=')[0]} " in help_text or f"{word}," in help_text, (words[0], word)
