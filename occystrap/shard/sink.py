@@ -55,10 +55,9 @@ class ShardSink:
         return await self.inner.open_blob(layer, refs)
 
     async def commit(self, nodes: list[Node]) -> None:
+        # A registry shard stops here: its blobs landed, and a registry sink holds nothing to release.
         if self.commits:
             await self.inner.commit(nodes)
-        else:
-            await self.inner.abort(True)  # releases what begin took; a registry keeps what landed
 
     async def abort(self, keep: bool) -> None:
         await self.inner.abort(keep)
