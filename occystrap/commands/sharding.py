@@ -21,6 +21,7 @@ from occystrap.shard.split import Shard
 
 if TYPE_CHECKING:
     from occystrap.commands.common import Context
+    from occystrap.events import Event, Reporter
     from occystrap.mirror.changes import Changes
     from occystrap.mirror.plan import Plan
     from occystrap.model import Descriptor
@@ -167,6 +168,7 @@ async def _into_registry(
     """Only this shard's blobs, into every repository that needs them; no manifest, no tag.
     Images whose tag already names the same content are complete there: nothing to push."""
     from occystrap.commands.pushing import holdings
+    from occystrap.engine import Engine
     from occystrap.mirror import changes, run
     from occystrap.mirror.plan import Plan
     from occystrap.model import Node, with_reference
@@ -186,8 +188,23 @@ async def _into_registry(
     probe = RegistrySink(client, ctx.reporter, destination, tags_checked=True)
     held = await holdings(ctx, probe, [place(p.node) for p in result.items])
     todo = [p for p, d in zip(result.items, held, strict=True) if d != p.manifest_digest]
-    await run.fetch(ctx.engine, source, Plan(todo, result.failures), make_sink, place=place)
+    # Its own engine, whose reporter is not told of commits: no image is written here.
+    engine = Engine(BlobsOnly(ctx.reporter), ctx.limits, ctx.options.retries)
+    await run.fetch(engine, source, Plan(todo, result.failures), make_sink, place=place)
     return changes.Changes([], {})
+
+
+class BlobsOnly:
+    """A reporter that passes on everything but the commit's events (a registry shard has none)."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        self.reporter = reporter
+
+    def emit(self, event: Event) -> None:
+        from occystrap.events import CommitStarted, ImageCommitted
+
+        if not isinstance(event, (CommitStarted, ImageCommitted)):
+            self.reporter.emit(event)
 
 
 def _sum(blobs: list[Descriptor]) -> int:
