@@ -23,6 +23,7 @@ COMMANDS = {
     "copy": "occystrap.commands.copy:copy_cmd",
     "push": "occystrap.commands.push:push_cmd",
     "mirror": "occystrap.commands.mirror:mirror_cmd",
+    "merge": "occystrap.commands.merge:merge_cmd",
     "lock": "occystrap.commands.lock:lock_cmd",
     "import": "occystrap.commands.importing:import_cmd",
     "prune": "occystrap.commands.prune:prune_cmd",

@@ -344,6 +344,9 @@ LOCAL_ROWS: list[tuple[str, int, str, Args]] = [
         "unreachable",
         lambda w, o: ["ratelimit", "--retries", "0", f"{UNREACHABLE}/codes/app:{TAG}"],
     ),
+    ("merge", 2, "file-as-directory", lambda w, o: ["merge", str(w.merged), str(w.a_file)]),
+    ("merge", 6, "tampered-blob", lambda w, o: ["merge", str(w.tampered), str(o / "m")]),
+    ("merge", 7, "malformed-catalog", lambda w, o: ["merge", str(w.bad_catalog), str(o / "m")]),
     ("verify", 2, "usage", lambda w, o: ["verify", "-j", "0", str(w.merged)]),
     ("verify", 3, "no-path", lambda w, o: ["verify", str(o / "nowhere")]),
     ("verify", 6, "tampered-blob", lambda w, o: ["verify", str(w.tampered)]),
@@ -402,6 +405,7 @@ def test_every_command_has_a_row_for_each_class_it_can_meet() -> None:
         "import": {2, 6, 7},
         "lock": {2, 3, 4, 5, 7, 8},  # no layer is fetched
         "ratelimit": {2, 3, 4, 5},  # one HEAD
+        "merge": {2, 6, 7},  # local (a blob no input holds is 3: see test_shard)
     }
 
 

@@ -11,7 +11,9 @@ import click
 from occystrap.commands.common import Context, registry_options, upload_option, wrap_errors
 from occystrap.commands.common import run as run_command
 from occystrap.commands.push import placement_options
+from occystrap.commands.sharding import shard_options
 from occystrap.errors import OccystrapError, UsageError
+from occystrap.shard.split import Shard
 from occystrap.sources.base import Source
 
 
@@ -68,6 +70,7 @@ from occystrap.sources.base import Source
 @upload_option
 @registry_options
 @wrap_errors
+@shard_options
 def mirror_cmd(
     paths: tuple[str, ...],
     image_refs: tuple[str, ...],
@@ -82,6 +85,7 @@ def mirror_cmd(
     maps: tuple[str, ...],
     referrers: bool,
     report_path: Path | None,
+    shard: Shard | None,
     **opts: Any,
 ) -> None:
     """Mirror many images, tags and platforms into DEST in one run.
@@ -123,6 +127,7 @@ def mirror_cmd(
       occystrap mirror --since v1.tar images.yaml v2.tar   # a delta over v1.tar
       occystrap mirror --prune images.yaml mirror/
       occystrap mirror --rate-limit-reserve 10 images.yaml mirror/   # keep 10 Docker Hub pulls
+      occystrap mirror --shard 1/4 images.yaml shard-1/   # then: occystrap merge shard-*/ mirror/
 
     \b
     SPEC.yaml's `registries:` (and ~/.config/occystrap/config.yaml) may name mirrors, tried
@@ -131,7 +136,7 @@ def mirror_cmd(
     if len(paths) > 2:
         raise UsageError("expected [SPEC.yaml] DEST")
     from occystrap import locations
-    from occystrap.commands import airgap, specs
+    from occystrap.commands import airgap, sharding, specs
     from occystrap.mirror import lockfile, spec
     from occystrap.naming import Placement, parse_maps
 
@@ -211,7 +216,9 @@ def mirror_cmd(
             base = await load(since, planner)
         found = None
         try:
-            if placement is not None:
+            if shard is not None:
+                found = await sharding.mirror_shard(ctx, source, result, shard, dest_text, placement, dry_run)
+            elif placement is not None:
                 from occystrap.commands.pushing import mirror_into
 
                 found = await mirror_into(ctx, source, result, placement, dest_text, keep_going, dry_run)
@@ -238,17 +245,19 @@ def mirror_cmd(
             raise
         if not dry_run:
             account(planned, result, found)
-        if not dry_run:
             if not locked and lock_file is not None:
                 reserve_.write_lock(lock_file, result.lock(), result.failures, held)
             elif locked and placement is None and lock_file != lockfile.lock_path(dest):
                 # A lock replayed from elsewhere (a repository): DEST still gets its own record.
                 lockfile.write_lock(lockfile.lock_path(dest), result.lock(), result.failures)
-            assert found is not None
-            for line in changes.change_lines(result, found):
-                reporter.emit(Info(line))
             tags = {(p.source, p.key) for p in result.items}
-            reporter.emit(Info(f"mirrored {len(tags)} tag(s), {len(result.items)} image(s) into {dest_text}"))
+            if shard is None or placement is None:  # a registry shard writes no manifest, no tag
+                assert found is not None
+                for line in changes.change_lines(result, found):
+                    reporter.emit(Info(line))
+                reporter.emit(
+                    Info(f"mirrored {len(tags)} tag(s), {len(result.items)} image(s) into {dest_text}")
+                )
         if result.failures:
             for name, why in sorted(result.failures.items()):
                 reporter.emit(Warning_(f"failed: {name}: {why}"))

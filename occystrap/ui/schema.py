@@ -23,10 +23,11 @@ ImageResolved   image str, manifest_digest str, platform str|null, an image's ma
                 kind str, artifact_type str|null                   "artifact": carried, never unpacked)
 BlobQueued      digest str, size int, image str                    a layer will be fetched (once per run)
 BlobSkipped     digest str, size int, image str,                   no fetch needed: already in the
-                reason "present"|"shared"|"mounted"|"base"         destination, moved for another image
-                                                                   in this run, mounted from another
+                reason "present"|"shared"|"mounted"|"base"|        destination, moved for another image
+                "shard"                                            in this run, mounted from another
                                                                    repository of the destination registry,
-                                                                   or left to a delta bundle's base
+                                                                   left to a delta bundle's base, or
+                                                                   another shard's (mirror --shard)
 BlobStarted     digest str, size int, offset int                   its body starts (holds a slot)
 BlobProgress    digest str, done int, size int                     about every MiB; ``done`` counts from
                                                                    the blob's first byte, across resumes
@@ -69,7 +70,8 @@ Summary         ok bool, error str|null, images int,               always the la
                 mirror bool}} (from BlobSource; empty without
                 mirrors), pull_quota {registry: {remaining int,
                 limit int|null, window int|null, reset
-                float|null}} (the last PullQuota of each)
+                float|null}} (the last PullQuota of each),
+                shard_blobs int, shard_bytes int
 =============== ================================================== ========================================
 
 ``fetched_bytes`` is the sum of ``BlobDone.size`` (bytes pushed, when the destination is a
@@ -141,6 +143,8 @@ SCHEMA: dict[str, tuple[str, ...]] = {
         "removed_bytes",
         "sources",
         "pull_quota",
+        "shard_blobs",
+        "shard_bytes",
     ),
 }
 
@@ -194,4 +198,6 @@ def summary(stats: Stats, at: float, ok: bool = True, error: str | None = None) 
             registry: {"remaining": q.remaining, "limit": q.limit, "window": q.window, "reset": q.reset}
             for registry, q in sorted(stats.quotas.items())
         },
+        "shard_blobs": stats.shard_blobs,
+        "shard_bytes": stats.shard_bytes,
     }

@@ -33,6 +33,7 @@ SKIP_REASONS = {
     "shared": "shared with another image",
     "mounted": "mounted from another repository",
     "base": "held by the delta's base",
+    "shard": "another shard's",
 }
 
 
@@ -64,6 +65,8 @@ class Stats:
         self.mounted_blobs = 0
         self.base_blobs = 0  # left to a delta bundle's base (by the delta, or found at the destination)
         self.base_bytes = 0
+        self.shard_blobs = 0  # another shard's share (mirror --shard): not fetched by this run
+        self.shard_bytes = 0
         self.removed_blobs = 0  # deleted by prune
         self.removed_bytes = 0
         self.artifacts = 0  # roots resolved that are artifacts (signatures, SBOMs, charts)
@@ -77,6 +80,7 @@ class Stats:
         self.sources: dict[str, list[int]] = {}  # place -> [blobs, bytes]
         self.mirror_sources: set[str] = set()
         self._source_of: dict[str, str] = {}
+        self._shard: set[str] = set()
 
     @property
     def images_total(self) -> int:
@@ -126,6 +130,11 @@ class Stats:
                 self.shared_blobs += 1
             elif event.reason == "mounted":
                 self.mounted_blobs += 1
+            elif event.reason == "shard":
+                if event.digest not in self._shard:  # once per blob, as for the base
+                    self._shard.add(event.digest)
+                    self.shard_blobs += 1
+                    self.shard_bytes += event.size
             elif event.reason == "base" and event.digest not in self._base:
                 # Once per blob, however many images share it: what the base spared.
                 self._base.add(event.digest)
@@ -198,6 +207,8 @@ class Stats:
         mounted = f", {self.mounted_blobs} mounted" if self.mounted_blobs else ""
         if self.base_blobs:
             mounted += f", {self.base_blobs} from the base"
+        if self.shard_blobs:
+            mounted += f", {self.shard_blobs} other shards'"
         removed = (
             f", {plural(self.removed_blobs, 'blob')} deleted ({human(self.removed_bytes)} freed)"
             if self.removed_blobs

@@ -16,6 +16,8 @@ an extracted directory, or a merged directory. Nothing touches the network. Chec
   catalog, with its manifest blob and with index.json; its root filesystem is there (``--expand``).
 - a delta bundle (``occystrap-delta.json``): complete in itself except the blobs it declares
   left to its base; those are not problems, anything else missing is.
+- a shard's output (``occystrap-shard.json``, `mirror --shard`): the same, for the blobs it
+  declares the other shards'; the result names it partial on purpose.
 
 A damaged layout is a normal result (`Result` with `Problem`s, one per blob or inconsistency);
 only a PATH that does not exist or cannot be read at all raises. Blobs are
@@ -35,6 +37,8 @@ from occystrap.delta.meta import parse as parse_delta
 from occystrap.errors import ManifestError
 from occystrap.layout import catalog
 from occystrap.layout.store import DirStore, Store, open_store
+from occystrap.shard.marker import MARKER_NAME, ShardMeta
+from occystrap.shard.marker import parse as parse_marker
 from occystrap.verify.blobs import check_blobs
 from occystrap.verify.catalogcheck import check_catalog
 from occystrap.verify.dockerjson import check_docker
@@ -45,7 +49,9 @@ from occystrap.verify.state import State
 __all__ = ["Problem", "Result", "VerifyFailedError", "report_json", "verify"]
 
 
-def _kind(store: Store, v: State) -> str:
+def _kind(store: Store, v: State, shard: ShardMeta | None) -> str:
+    if shard is not None:
+        return shard.partial()
     if v.base:
         return f"delta bundle, {len(v.base)} blob(s) left to its base"
     if isinstance(store, DirStore):
@@ -66,6 +72,20 @@ def _delta(v: State) -> None:
     v.base = frozenset(b.digest.path for b in meta.base_blobs)
 
 
+def _shard(v: State) -> ShardMeta | None:
+    """A shard's output: the other shards' blobs are absent by design, so not reported missing."""
+    data = v.read_small(MARKER_NAME)
+    if data is None:
+        return None
+    try:
+        meta = parse_marker(data, MARKER_NAME)
+    except ManifestError as exc:
+        v.problem(MARKER_NAME, str(exc), LAYOUT)
+        return None
+    v.base |= frozenset(b.digest.path for b in meta.elsewhere)
+    return meta
+
+
 async def verify(
     path: Path, limiter: anyio.CapacityLimiter, note: Callable[[str], None] = lambda message: None
 ) -> Result:
@@ -74,6 +94,7 @@ async def verify(
     try:
         v = State(store, note)
         _delta(v)
+        shard = _shard(v)
         has_index = store.size("index.json") is not None
         has_docker = store.size("manifest.json") is not None
         if not has_index and not has_docker:
@@ -86,7 +107,7 @@ async def verify(
         blobs, total, diff_ids = await check_blobs(v, limiter)
         manifests = sum(1 for m in v.manifests.values() if m is not None)
         return Result(
-            str(path), _kind(store, v), v.images, manifests, blobs, total, diff_ids, tuple(v.problems)
+            str(path), _kind(store, v, shard), v.images, manifests, blobs, total, diff_ids, tuple(v.problems)
         )
     finally:
         store.close()
