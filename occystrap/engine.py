@@ -10,13 +10,12 @@ flight. A target fed on the loop (an upload) gets each batch there as well.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import aclosing
 from dataclasses import dataclass
 
 import anyio
 
 from occystrap.concurrency import BUSY_POLL, Busy, Limits, first_error
-from occystrap.errors import IntegrityError, OccystrapError, TransferError
+from occystrap.errors import IntegrityError, TransferError
 from occystrap.events import (
     BlobDone,
     BlobProgress,
@@ -31,7 +30,7 @@ from occystrap.events import (
 )
 from occystrap.layout.writer import streamed
 from occystrap.model import Layer, Node
-from occystrap.pipeline import BlobStages
+from occystrap.pipeline import BlobStages, feed_from
 from occystrap.reference import Reference
 from occystrap.registry.retry import Retryable, RetryPolicy
 from occystrap.sinks.base import BlobTarget, PlainWriter, Resumable, RetryBlob, Sink, StreamFed
@@ -45,10 +44,6 @@ from occystrap.streamcheck import BlobCheck
 BATCH_BUDGET = 1024 * 1024
 MAX_BATCH = 512 * 1024
 MIN_BATCH = 128 * 1024
-
-# BlobProgress about every MiB, as the JSON schema says: finer steps only cost the
-# reporters time (a refresh draws at most ten times a second).
-PROGRESS_STEP = 1024 * 1024
 
 
 def batch_size(in_flight: int) -> int:
@@ -270,33 +265,12 @@ class Engine:
             prefix = target.read_prefix()
             while (chunk := await anyio.to_thread.run_sync(next, prefix, None)) is not None:
                 await stages.feed([chunk])
-        pending: list[bytes] = []
-        pending_size = 0
-        done = reported = offset
-        try:
-            async with aclosing(source.blob(job.ref, desc, offset)) as chunks:  # type: ignore[type-var]
-                async for chunk in chunks:
-                    pending.append(chunk)
-                    pending_size += len(chunk)
-                    if pending_size >= stages.batch:
-                        done += pending_size
-                        ready, pending, pending_size = pending, [], 0
-                        await stages.feed(ready)
-                        if fed is not None:
-                            await fed.feed(ready)
-                        if done - reported >= PROGRESS_STEP:
-                            reported = done
-                            self.reporter.emit(BlobProgress(desc.digest, done, desc.size))
-        except OccystrapError:
-            if pending:
-                await stages.feed(pending)
-            raise
-        if pending:
-            done += pending_size
-            await stages.feed(pending)
-            if fed is not None:
-                await fed.feed(pending)
+
+        def progress(done: int) -> None:
             self.reporter.emit(BlobProgress(desc.digest, done, desc.size))
+
+        also = fed.feed if fed is not None else None
+        await feed_from(source.blob(job.ref, desc, offset), stages, progress, also, offset)
 
 
 def _jobs(items: Sequence[Item]) -> list[_Job]:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import aclosing
 from typing import Generic, TypeVar
 
 import anyio
 
+from occystrap.errors import OccystrapError
 from occystrap.streamcheck import BlobCheck
 
 T = TypeVar("T")
@@ -188,3 +190,49 @@ class BlobStages:
     def _plain_work(self, chunks: list[bytes]) -> Iterable[list[bytes]]:
         self._check.feed_plain(chunks)
         return ()
+
+
+# Progress about every MiB, as the JSON schema says: finer steps only cost the reporters
+# time (a refresh draws at most ten times a second).
+PROGRESS_STEP = 1024 * 1024
+
+
+async def feed_from(
+    chunks: AsyncIterator[bytes],
+    stages: BlobStages,
+    progress: Callable[[int], None],
+    also: Callable[[list[bytes]], Awaitable[None]] | None = None,
+    done: int = 0,
+) -> None:
+    """Every chunk of a blob's stream into its stages in batches of about stages.batch (chunks
+    as the network delivered them, never joined), and into `also` (an upload); progress(bytes
+    so far) about every MiB and at the end. When the stream fails, what did arrive still goes
+    to the stages, so a later run resumes after the bytes that reached the disk."""
+    pending: list[bytes] = []
+    pending_size = 0
+    reported = done
+    try:
+        async with aclosing(chunks) as stream:  # type: ignore[type-var]
+            async for chunk in stream:
+                pending.append(chunk)
+                pending_size += len(chunk)
+                if pending_size >= stages.batch:
+                    done += pending_size
+                    ready, pending, pending_size = pending, [], 0
+                    await stages.feed(ready)
+                    if also is not None:
+                        await also(ready)
+                    if done - reported >= PROGRESS_STEP:
+                        reported = done
+                        progress(done)
+    except OccystrapError:
+        if pending:
+            await stages.feed(pending)
+        raise
+    if pending:
+        done += pending_size
+        await stages.feed(pending)
+        if also is not None:
+            await also(pending)
+    if done != reported or done == 0:
+        progress(done)

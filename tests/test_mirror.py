@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from occystrap.errors import ManifestError
-from occystrap.mirror import spec
+from occystrap.mirror import spec, tags
 from tests.helpers import fails, ok, read_lock
 from tests.support import images
 from tests.support.images import BuiltImage, Entry
@@ -46,12 +46,12 @@ def test_select_tags(kwargs: dict[str, Any], want: list[str]) -> None:
     compiled = {
         k: [re.compile(p) for p in v] if k in ("include", "exclude") else v for k, v in kwargs.items()
     }
-    assert spec.select_tags(AVAILABLE, **compiled) == want  # type: ignore[arg-type]
+    assert tags.select_tags(AVAILABLE, **compiled) == want  # type: ignore[arg-type]
 
 
 def test_semver_order_puts_prereleases_first() -> None:
-    tags = ["1.0.0", "1.0.0-rc.2", "1.0.0-rc.10", "0.9", "1.0.0-alpha"]
-    assert spec.newest(tags, 5) == ["1.0.0", "1.0.0-rc.10", "1.0.0-rc.2", "1.0.0-alpha", "0.9"]
+    versions = ["1.0.0", "1.0.0-rc.2", "1.0.0-rc.10", "0.9", "1.0.0-alpha"]
+    assert tags.newest(versions, 5) == ["1.0.0", "1.0.0-rc.10", "1.0.0-rc.2", "1.0.0-alpha", "0.9"]
 
 
 def test_image_options_of_one_repository_merge() -> None:
@@ -489,9 +489,9 @@ def test_every_command_help_has_an_example() -> None:
     ],
 )
 def test_semver_ranges(text: str, inside: list[str], outside: list[str]) -> None:
-    version_range = spec.parse_range(text)
-    assert [t for t in inside if spec.in_range(t, version_range)] == inside
-    assert [t for t in outside if spec.in_range(t, version_range)] == []
+    version_range = tags.parse_range(text)
+    assert [t for t in inside if tags.in_range(t, version_range)] == inside
+    assert [t for t in outside if tags.in_range(t, version_range)] == []
 
 
 def test_range_and_registry_settings_in_a_spec(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -502,7 +502,7 @@ def test_range_and_registry_settings_in_a_spec(monkeypatch: pytest.MonkeyPatch) 
         "  127.0.0.1:5000: {insecure: true}\n"
     )
     [image] = parsed.images
-    assert spec.select_tags(["0.9", "1.0", "1.5", "2.0", "x"], version_range=image.version_range) == [
+    assert tags.select_tags(["0.9", "1.0", "1.5", "2.0", "x"], version_range=image.version_range) == [
         "1.0",
         "1.5",
     ]

@@ -17,7 +17,7 @@ from occystrap.commands.common import (
     upload_option,
     wrap_errors,
 )
-from occystrap.commands.push import dest_credentials, placement_options
+from occystrap.commands.push import destination_options, placement_options
 
 if TYPE_CHECKING:
     from occystrap.delta.apply import BaseAware
@@ -31,14 +31,7 @@ if TYPE_CHECKING:
 @click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("destination")
 @placement_options
-@dest_credentials
-@click.option(
-    "--insecure-registry", "insecure", multiple=True, metavar="HOST", help="Allow plain HTTP for HOST."
-)
-@click.option("--ca-cert", type=click.Path(dir_okay=False, path_type=Path), help="Extra CA bundle (PEM).")
-@click.option(
-    "--retries", type=click.IntRange(0, 100), default=5, show_default=True, help="Retries per request."
-)
+@destination_options
 @transfer_options
 @upload_option
 @progress_options

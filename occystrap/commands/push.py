@@ -41,6 +41,20 @@ def dest_credentials(func: Any) -> Any:
     )
 
 
+def destination_options(func: Any) -> Any:
+    """What a command writing into a registry (but reading nothing from one) needs to reach it."""
+    func = click.option(
+        "--retries", type=click.IntRange(0, 100), default=5, show_default=True, help="Retries per request."
+    )(func)
+    func = click.option(
+        "--ca-cert", type=click.Path(dir_okay=False, path_type=Path), help="Extra CA bundle (PEM)."
+    )(func)
+    func = click.option(
+        "--insecure-registry", "insecure", multiple=True, metavar="HOST", help="Allow plain HTTP for HOST."
+    )(func)
+    return dest_credentials(func)
+
+
 @click.command("push")
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
 @click.argument("destination")
@@ -49,14 +63,7 @@ def dest_credentials(func: Any) -> Any:
     "--dry-run", is_flag=True, help="Say what would be sent (looks at the registry; writes nothing)."
 )
 @upload_option
-@dest_credentials
-@click.option(
-    "--insecure-registry", "insecure", multiple=True, metavar="HOST", help="Allow plain HTTP for HOST."
-)
-@click.option("--ca-cert", type=click.Path(dir_okay=False, path_type=Path), help="Extra CA bundle (PEM).")
-@click.option(
-    "--retries", type=click.IntRange(0, 100), default=5, show_default=True, help="Retries per request."
-)
+@destination_options
 @transfer_options
 @progress_options
 @wrap_errors

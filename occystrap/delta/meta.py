@@ -31,6 +31,7 @@ from typing import Any
 from occystrap.digest import Digest
 from occystrap.errors import ManifestError
 from occystrap.model import load_json
+from occystrap.sized import SizedDigest, parse_list, to_list
 
 DELTA_NAME = "occystrap-delta.json"
 FORMAT = 1
@@ -42,10 +43,7 @@ NOTE = (
 )
 
 
-@dataclass(frozen=True)
-class BaseBlob:
-    digest: Digest
-    size: int
+BaseBlob = SizedDigest  # a blob the base holds, which a delta leaves out
 
 
 @dataclass(frozen=True)
@@ -79,10 +77,7 @@ class DeltaMeta:
                 "from": self.base_from,
                 "lock_digest": self.base_lock_digest,
                 "repositories": sorted(self.base_repositories),
-                "blobs": [
-                    {"digest": b.digest, "size": b.size}
-                    for b in sorted(self.base_blobs, key=lambda b: b.digest)
-                ],
+                "blobs": to_list(self.base_blobs),
             },
         }
 
@@ -105,17 +100,9 @@ def parse(data: bytes, where: str) -> DeltaMeta:
         version = doc.get("occystrap_delta") if isinstance(doc, dict) else None
         raise ManifestError(f"{where}: not a delta description this occystrap knows (format {version!r})")
     base = doc.get("base")
-    if not isinstance(base, dict) or not isinstance(base.get("blobs"), list):
+    if not isinstance(base, dict):
         raise ManifestError(f"malformed {where}: 'base' must hold a 'blobs' list")
-    blobs = []
-    for item in base["blobs"]:
-        size = item.get("size") if isinstance(item, dict) else None
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise ManifestError(f"malformed {where}: base blob {item!r} needs a digest and a size")
-        try:
-            blobs.append(BaseBlob(Digest.parse(item.get("digest")), size))
-        except ValueError as exc:
-            raise ManifestError(f"malformed {where}: {exc}") from None
+    blobs = parse_list(base.get("blobs"), where, "base.blobs")
     repos = base.get("repositories") or []
     if not isinstance(repos, list) or not all(isinstance(r, str) for r in repos):
         raise ManifestError(f"malformed {where}: base.repositories must be a list of names")

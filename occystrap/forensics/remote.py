@@ -20,19 +20,19 @@ import io
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future
-from contextlib import aclosing, asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from typing import BinaryIO, TypeVar
 
 import anyio
 from anyio.from_thread import BlockingPortal
 
 from occystrap.concurrency import Limits, first_error
-from occystrap.engine import PROGRESS_STEP, batch_size
+from occystrap.engine import batch_size
 from occystrap.errors import NotFoundError, OccystrapError
 from occystrap.events import BlobDone, BlobProgress, BlobQueued, BlobStarted, BlobVerifying, Event, Reporter
 from occystrap.forensics.layers import CHUNK, LayerRef, OpenLayer, drain
 from occystrap.model import Descriptor, Image
-from occystrap.pipeline import BlobStages, Channel
+from occystrap.pipeline import BlobStages, Channel, feed_from
 from occystrap.reference import Reference
 from occystrap.sources.base import Source
 from occystrap.streamcheck import BlobCheck
@@ -179,23 +179,10 @@ class Streams:
             t.ended.set()
 
     async def _feed(self, source: Source, ref: Reference, desc: Descriptor, stages: BlobStages) -> None:
-        pending: list[bytes] = []
-        pending_size = done = reported = 0
-        async with aclosing(source.blob(ref, desc)) as chunks:  # type: ignore[type-var]
-            async for chunk in chunks:
-                pending.append(chunk)
-                pending_size += len(chunk)
-                if pending_size >= stages.batch:
-                    done += pending_size
-                    ready, pending, pending_size = pending, [], 0
-                    await stages.feed(ready)
-                    if done - reported >= PROGRESS_STEP:
-                        reported = done
-                        self._reporter.emit(BlobProgress(desc.digest, done, desc.size))
-        if pending:
-            done += pending_size
-            await stages.feed(pending)
-        self._reporter.emit(BlobProgress(desc.digest, done, desc.size))
+        def progress(done: int) -> None:
+            self._reporter.emit(BlobProgress(desc.digest, done, desc.size))
+
+        await feed_from(source.blob(ref, desc), stages, progress)
 
     # -- the worker's side --------------------------------------------------------
 

@@ -17,7 +17,8 @@ from occystrap.digest import is_digest
 from occystrap.layout import catalog
 from occystrap.mirror.lockfile import Lock
 from occystrap.mirror.plan import Plan
-from occystrap.mirror.spec import MirrorSpec, select_tags
+from occystrap.mirror.spec import MirrorSpec
+from occystrap.mirror.tags import select_tags
 from occystrap.reference import Reference
 
 Key = tuple[str, str]

@@ -20,7 +20,8 @@ from occystrap.errors import ManifestError, OccystrapError, UsageError
 from occystrap.events import NullReporter, Reporter
 from occystrap.mediatypes import INDEX_TYPES
 from occystrap.mirror.lockfile import INDEX_KEY, Lock
-from occystrap.mirror.spec import ImageSpec, MirrorSpec, select_tags
+from occystrap.mirror.spec import ImageSpec, MirrorSpec
+from occystrap.mirror.tags import select_tags
 from occystrap.model import Index, Node, walk, with_reference
 from occystrap.platform import ALL, Platform, Platforms, choose
 from occystrap.reference import Reference

@@ -26,6 +26,7 @@ from occystrap.digest import Digest
 from occystrap.errors import ManifestError
 from occystrap.model import Descriptor, load_json
 from occystrap.shard.split import Shard
+from occystrap.sized import SizedDigest, parse_list, to_list
 from occystrap.ui.units import human
 
 MARKER_NAME = "occystrap-shard.json"
@@ -37,10 +38,7 @@ NOTE = (
 )
 
 
-@dataclass(frozen=True)
-class Blob:
-    digest: Digest
-    size: int
+Blob = SizedDigest
 
 
 @dataclass(frozen=True)
@@ -74,34 +72,19 @@ class ShardMeta:
         )
 
     def to_bytes(self) -> bytes:
-        def blobs(items: tuple[Blob, ...]) -> list[dict[str, Any]]:
-            return [{"digest": b.digest, "size": b.size} for b in sorted(items, key=lambda b: b.digest)]
-
         doc = {
             "occystrap_shard": FORMAT,
             "note": NOTE,
             "shard": {"index": self.shard.index, "count": self.shard.count},
             "plan_digest": self.plan_digest,
-            "blobs": blobs(self.blobs),
-            "elsewhere": blobs(self.elsewhere),
+            "blobs": to_list(self.blobs),
+            "elsewhere": to_list(self.elsewhere),
         }
         return json.dumps(doc, indent=2).encode() + b"\n"
 
 
 def _blobs(doc: dict[str, Any], key: str, where: str) -> tuple[Blob, ...]:
-    items = doc.get(key)
-    if not isinstance(items, list):
-        raise ManifestError(f"malformed {where}: {key!r} must be a list")
-    out = []
-    for item in items:
-        size = item.get("size") if isinstance(item, dict) else None
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise ManifestError(f"malformed {where}: {key} entry {item!r} needs a digest and a size")
-        try:
-            out.append(Blob(Digest.parse(item.get("digest")), size))
-        except ValueError as exc:
-            raise ManifestError(f"malformed {where}: {exc}") from None
-    return tuple(out)
+    return parse_list(doc.get(key), where, repr(key))
 
 
 def parse(data: bytes, where: str) -> ShardMeta:

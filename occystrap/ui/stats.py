@@ -226,22 +226,24 @@ class Stats:
             f"{self.reused_blobs} reused ({human(self.reused_bytes)}{mounted}), {written}"
             f"{human(self.referenced)} referenced, in {self.elapsed:.1f}s at "
             f"{rate(self.throughput)}, {retries}, {plural(self.warnings, 'warning')}{removed}"
-            f"{self._sources_text()}{self._quotas_text()}"
+            f"{sources_text(self)}{quotas_text(self)}"
         )
 
-    def _sources_text(self) -> str:
-        """`; from mirror.example:5000 (mirror) 3 blobs (12.6 MB), docker.io 1 blob (1.0 MB)`."""
-        if not self.sources:
-            return ""
-        parts = []
-        for where, (blobs, size) in sorted(self.sources.items(), key=lambda kv: -kv[1][1]):
-            mark = " (mirror)" if where in self.mirror_sources else ""
-            parts.append(f"{where}{mark} {plural(blobs, 'blob')} ({human(size)})")
-        return "; from " + ", ".join(parts)
 
-    def _quotas_text(self) -> str:
-        """`; pull quota of docker.io: 76 of 100 left, window 6h`."""
-        return "".join(f"; pull quota of {r}: {quota_text(q)}" for r, q in sorted(self.quotas.items()))
+def sources_text(stats: Stats) -> str:
+    """`; from mirror.example:5000 (mirror) 3 blobs (12.6 MB), docker.io 1 blob (1.0 MB)`."""
+    if not stats.sources:
+        return ""
+    parts = []
+    for where, (blobs, size) in sorted(stats.sources.items(), key=lambda kv: -kv[1][1]):
+        mark = " (mirror)" if where in stats.mirror_sources else ""
+        parts.append(f"{where}{mark} {plural(blobs, 'blob')} ({human(size)})")
+    return "; from " + ", ".join(parts)
+
+
+def quotas_text(stats: Stats) -> str:
+    """`; pull quota of docker.io: 76 of 100 left, window 6h`."""
+    return "".join(f"; pull quota of {r}: {quota_text(q)}" for r, q in sorted(stats.quotas.items()))
 
 
 def quota_text(event: PullQuota) -> str:
