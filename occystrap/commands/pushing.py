@@ -15,6 +15,7 @@ from occystrap.mirror.changes import Changes
 from occystrap.mirror.plan import Plan
 from occystrap.model import Node
 from occystrap.naming import Placement
+from occystrap.registry.client import RegistryClient
 from occystrap.sinks.registry import RegistrySink
 from occystrap.sources.base import Source
 
@@ -39,10 +40,9 @@ async def changed(ctx: Context, sink: RegistrySink, items: list[Item]) -> list[I
     return out
 
 
-async def push_items(ctx: Context, source: Source, items: list[Item], destination: str, dry_run: bool) -> str:
-    """Move items into the registry their nodes are named for; a line saying what changed."""
-    client = await ctx.client()
-    sink = RegistrySink(
+def registry_sink(ctx: Context, client: RegistryClient, destination: str, dry_run: bool) -> RegistrySink:
+    """The sink for items whose tags were HEADed already (holdings): no second look."""
+    return RegistrySink(
         client,
         ctx.reporter,
         destination,
@@ -50,6 +50,11 @@ async def push_items(ctx: Context, source: Source, items: list[Item], destinatio
         tags_checked=True,
         chunk_size=ctx.upload_chunk_size,
     )
+
+
+async def push_items(ctx: Context, source: Source, items: list[Item], destination: str, dry_run: bool) -> str:
+    """Move items into the registry their nodes are named for; a line saying what changed."""
+    sink = registry_sink(ctx, await ctx.client(), destination, dry_run)
     todo = await changed(ctx, sink, items)
     if dry_run:
         preview = await ctx.engine.preview(sink, todo)
@@ -78,14 +83,7 @@ async def mirror_into(
     client = await ctx.client()
 
     def sink() -> RegistrySink:
-        return RegistrySink(
-            client,
-            ctx.reporter,
-            destination,
-            dry_run=dry_run,
-            tags_checked=True,
-            chunk_size=ctx.upload_chunk_size,
-        )
+        return registry_sink(ctx, client, destination, dry_run)
 
     def place(node: Node) -> Node:
         return with_reference(node, placement.place(node.reference))
