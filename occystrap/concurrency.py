@@ -8,7 +8,8 @@ flight, their stage threads, manifest and tag requests, CPU-bound checks.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -107,3 +108,24 @@ async def gather(
 
 class Busy(Exception):
     """Another process holds what we want right now (e.g. it is writing this blob)."""
+
+
+R = TypeVar("R")
+
+
+def thread_map(
+    fn: Callable[[T], R], items: Sequence[T], workers: int, on_failure: Callable[[], None]
+) -> Iterator[R]:
+    """fn over items on up to `workers` threads (synchronous callers: code already on a worker
+    thread), results in the items' order. When one fails (or the consumer stops), on_failure()
+    tells the others to stop early and what has not started is cancelled."""
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(items) or 1))) as pool:
+        futures = [pool.submit(fn, item) for item in items]
+        try:
+            for future in futures:
+                yield future.result()
+        except BaseException:
+            on_failure()
+            for f in futures:
+                f.cancel()
+            raise

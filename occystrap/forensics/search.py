@@ -23,10 +23,10 @@ import fnmatch
 import re
 import threading
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from occystrap.concurrency import thread_map
 from occystrap.errors import UsageError
 from occystrap.forensics import grep
 from occystrap.forensics.history import Merger, Version
@@ -141,18 +141,9 @@ def search(
 
     merger = Merger()
     per_layer: list[list[_Found]] = []
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(layers) or 1))) as pool:
-        futures: list[Future[tuple[list[Member], list[_Found]]]] = [pool.submit(one_layer, r) for r in layers]
-        try:
-            for ref, future in zip(layers, futures, strict=True):
-                members, found = future.result()
-                merger.apply(ref.index, members)  # in layer order, whatever order threads finish
-                per_layer.append(found)
-        except BaseException:
-            stop.set()
-            for f in futures:
-                f.cancel()
-            raise
+    for ref, (members, found) in zip(layers, thread_map(one_layer, layers, workers, stop.set), strict=True):
+        merger.apply(ref.index, members)  # in layer order, whatever order threads finish
+        per_layer.append(found)
     final = merger.final()
     return SearchResult(
         tuple(
