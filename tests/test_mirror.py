@@ -181,6 +181,26 @@ def test_mirror_many_tags_shares_the_base_and_reruns_fetch_nothing(
     assert _catalog(dest)[repo]["v1.0.0"]["manifest_digest"] == built[23].manifest_digest
 
 
+def test_tags_of_one_manifest_fetch_its_config_once(registry: Registry, tmp_path: Path) -> None:
+    _, built = _family("alias", 2)
+    tags = [f"a{i}" for i in range(6)] + ["b0", "b1"]
+    for tag in tags:
+        registry.push_image("mirror/alias", tag, built[1 if tag.startswith("b") else 0])
+    repo = f"{registry.host}/mirror/alias"
+    dest = tmp_path / "m"
+    spec_file = tmp_path / "s.yaml"
+    spec_file.write_text(f"images:\n  - name: {repo}\n    tags: [{', '.join(tags)}]\n")
+    ok("mirror", str(spec_file), str(dest))
+    # Eight tags, two manifests: each config is fetched once, however many tags name it.
+    assert [_blob_gets(registry, i.config_digest) for i in built] == [1, 1]
+    catalog = _catalog(dest)[repo]
+    assert set(catalog) == set(tags)
+    assert {t: catalog[t]["manifest_digest"] for t in tags} == {
+        t: built[1 if t.startswith("b") else 0].manifest_digest for t in tags
+    }
+    ok("verify", str(dest))
+
+
 def test_bundles_from_one_lock_are_byte_identical(registry: Registry, tmp_path: Path) -> None:
     _, built = _family("same", 3, fmt="oci")
     for i, image in enumerate(built):

@@ -154,14 +154,18 @@ class LayoutReader:
         return self._entries
 
     def _index_entries(self, data: bytes) -> list[Entry]:
-        tags = self._repo_tags()
+        # Read only when an entry has no name of its own: it reads every manifest the index
+        # lists (45 ms of a 400-tag mirror's re-run, for a DEST whose entries are all named).
+        tags: dict[str, str] | None = None
         out = []
         for desc in parse_index(data, f"{self.where}/index.json"):
             notes = dict(desc.annotations)
             ref_name = notes.get(REF_NAME, "")
             name = notes.get(CONTAINERD_NAME) or ref_name
             ref = parse_name(ref_name) or parse_name(notes.get(CONTAINERD_NAME, ""))
-            if ref is None and desc.digest in tags:
+            if ref is None and tags is None:
+                tags = self._repo_tags()
+            if ref is None and tags is not None and desc.digest in tags:
                 ref = parse_name(tags[desc.digest])
                 name = name or tags[desc.digest]
             out.append(Entry(ref_name or name, ref, desc))

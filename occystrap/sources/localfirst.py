@@ -35,6 +35,9 @@ class LocalFirst:
         self.held = held
         self.keep = keep
         self._declared: dict[str, str] | None = None
+        # Manifests read from DEST and checked, by digest: many tags of one manifest read and
+        # hash it once (a re-run of 400 tags over 20 manifests: 380 reads fewer).
+        self._read: dict[str, Fetched] = {}
 
     @property
     def name(self) -> str:
@@ -58,6 +61,8 @@ class LocalFirst:
 
     def _held_manifest(self, digest: str) -> Fetched | None:
         """DEST's copy of a manifest or index, when it holds one that hashes right."""
+        if digest in self._read:
+            return self._read[digest]
         size = self.held.blob_size(digest)
         if size is None or size > MAX_MANIFEST_BYTES:
             return None
@@ -71,7 +76,8 @@ class LocalFirst:
             data, media = self.held.manifest(digest, self._declared.get(digest, ""))
         except OccystrapError:
             return None  # damaged or not a manifest: the source has the real one
-        return Fetched(data, media, Digest.parse(digest))
+        self._read[digest] = Fetched(data, media, Digest.parse(digest))
+        return self._read[digest]
 
     def _keep(self, fetched: Fetched) -> None:
         if self.keep is None or fetched.media_type not in INDEX_TYPES:
