@@ -275,16 +275,14 @@ class Engine:
 
 def _jobs(items: Sequence[Item]) -> list[_Job]:
     """Every streamed blob once, with every image (and destination) that needs it."""
-    jobs: dict[str, _Job] = {}
+    # Names collected in dicts (ordered, O(1) membership): growing tuples made a base layer
+    # shared by every tag cost O(tags²), 80,000 copies for 400 tags.
+    first: dict[str, tuple[Reference, Layer]] = {}
+    needs: dict[str, dict[str, Reference]] = {}
     for item in items:
         name = str(item.node.reference)
         for layer in streamed([item.node]):
             digest = layer.descriptor.digest
-            old = jobs.get(digest)
-            if old is None:
-                jobs[digest] = _Job(item.source_ref, layer, (name,), (item.node.reference,))
-            elif name not in old.images:
-                jobs[digest] = _Job(
-                    old.ref, old.layer, (*old.images, name), (*old.destinations, item.node.reference)
-                )
-    return list(jobs.values())
+            first.setdefault(digest, (item.source_ref, layer))
+            needs.setdefault(digest, {}).setdefault(name, item.node.reference)
+    return [_Job(ref, layer, tuple(needs[d]), tuple(needs[d].values())) for d, (ref, layer) in first.items()]
