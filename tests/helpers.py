@@ -42,6 +42,13 @@ def fails(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
     return proc
 
 
+def error_line(output: str | subprocess.CompletedProcess[str]) -> str:
+    """The one `occystrap: error:` line of a run's stderr (or of the stderr text given)."""
+    stderr = output if isinstance(output, str) else output.stderr
+    [line] = [l for l in stderr.splitlines() if l.startswith("occystrap: error:")]
+    return line
+
+
 def leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir())
 

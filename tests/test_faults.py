@@ -25,7 +25,7 @@ from occystrap.registry.client import RegistryClient
 from occystrap.registry.options import ClientOptions
 from occystrap.resolve import require_image, resolve
 from occystrap.sources.registry import RegistrySource
-from tests.helpers import fails, leftovers, occystrap, ok
+from tests.helpers import error_line, fails, leftovers, occystrap, ok
 from tests.support import images
 from tests.support.faultproxy import Fault, FaultProxy
 from tests.support.images import BuiltImage
@@ -71,11 +71,6 @@ def _assert_layers(out: Path, image: BuiltImage) -> None:
             data = member.read()
             assert images.sha256_digest(data) == layer.digest
             assert data == layer.data
-
-
-def _error_line(proc: subprocess.CompletedProcess[str]) -> str:
-    [line] = [l for l in proc.stderr.splitlines() if l.startswith("occystrap: error:")]
-    return line
 
 
 # --- the proxy itself ---------------------------------------------------------
@@ -214,7 +209,7 @@ def test_retries_exhausted_names_url_status_and_tries(
     proxy.add(Fault(match=layer.digest, status=status, retry_after=0, times=None))
     proc = _fail(proxy, outdir / "img.tar", tmp_path, "--retries", "1")
     assert proc.returncode == code
-    line = _error_line(proc)
+    line = error_line(proc)
     assert f"{proxy.url}/v2/{REPO}/blobs/{layer.digest}" in line
     assert str(status) in line
     assert "2 tries" in line
@@ -233,7 +228,7 @@ def test_flipped_byte_fails_naming_the_digest(
     proxy.add(Fault(match=layer.digest, flip_at=layer.size // 2, times=None))
     proc = _fail(proxy, outdir / "img.tar", tmp_path, "--retries", "2")
     assert proc.returncode == 6
-    assert layer.digest in _error_line(proc)
+    assert layer.digest in error_line(proc)
     # Corruption is not a transfer error: no point fetching the same bad bytes again.
     assert proxy.count(layer.digest) == 1
     assert leftovers(outdir) == []
@@ -265,7 +260,7 @@ def test_truncated_every_time_fails_cleanly(
     proxy.add(Fault(match=layer.digest, length_delta=-1000, times=None))
     proc = _fail(proxy, outdir / "img.tar", tmp_path, "--retries", "1")
     assert proc.returncode == 5
-    line = _error_line(proc)
+    line = error_line(proc)
     assert layer.digest in line and "2 tries" in line
     assert [n for n in leftovers(outdir) if not n.startswith(".")] == []
     # Run again on a healthy network: the cut blob continues from the bytes kept on disk.

@@ -12,7 +12,6 @@ from __future__ import annotations
 import gzip
 import json
 import random
-import subprocess
 import tarfile
 import threading
 import uuid
@@ -31,7 +30,7 @@ from occystrap.model import Descriptor, Image, Layer, build_image
 from occystrap.resolve import small_blob
 from occystrap.sinks import directory
 from occystrap.sinks.directory import DirectorySink
-from tests.helpers import fails, leftovers, ok
+from tests.helpers import error_line, fails, leftovers, ok
 from tests.support import images
 from tests.support.faultproxy import Fault, FaultProxy
 from tests.support.images import BuiltImage
@@ -73,11 +72,6 @@ def other(registry: Registry, image: BuiltImage) -> BuiltImage:
 
 def _env(tmp_path: Path) -> dict[str, str]:
     return {"DOCKER_CONFIG": str(tmp_path / "no-docker-config")}
-
-
-def _error_line(proc: subprocess.CompletedProcess[str]) -> str:
-    [line] = [l for l in proc.stderr.splitlines() if l.startswith("occystrap: error:")]
-    return line
 
 
 def _mtime_changed(data: bytes) -> bytes:
@@ -142,7 +136,7 @@ def test_blob_with_a_changed_gzip_mtime_is_refused(
     out = outdir / ("img.tar" if command == "fetch-to-tarfile" else "img")
     proc = fails(command, "-q", "--retries", "1", f"{proxy.host}/{REPO}", TAG, str(out), env=_env(tmp_path))
     assert proc.returncode == 6
-    line = _error_line(proc)
+    line = error_line(proc)
     assert "digest mismatch" in line and layer.digest in line
     assert proxy.count(layer.digest) == 1  # bad bytes are not fetched again
     if command == "fetch-to-tarfile":
@@ -175,7 +169,7 @@ def test_config_that_does_not_match_its_digest_is_refused(
         "fetch-to-tarfile", "-q", f"{proxy.host}/{REPO}", TAG, str(outdir / "img.tar"), env=_env(tmp_path)
     )
     assert proc.returncode == 6
-    line = _error_line(proc)
+    line = error_line(proc)
     assert "config" in line and image.config_digest in line
     assert leftovers(outdir) == []
 
@@ -227,7 +221,7 @@ def test_manifest_pinned_by_digest_must_hash_to_it(
         "fetch-to-tarfile", "-q", f"{proxy.host}/{REPO}", image.manifest_digest, str(out), env=_env(tmp_path)
     )
     assert proc.returncode == 6
-    assert image.manifest_digest in _error_line(proc) and other.manifest_digest in _error_line(proc)
+    assert image.manifest_digest in error_line(proc) and other.manifest_digest in error_line(proc)
     assert not out.exists()
 
 
@@ -332,7 +326,7 @@ def test_recreate_image_refuses_a_tampered_blob(
     outdir.mkdir()
     proc = fails("recreate-image", "-q", str(target), f"{registry.host}/{REPO}", TAG, str(outdir / "re.tar"))
     assert proc.returncode == 6
-    assert layer.digest in _error_line(proc)
+    assert layer.digest in error_line(proc)
     assert leftovers(outdir) == []
 
 
@@ -348,9 +342,9 @@ def test_tarfile_to_extracted_refuses_a_tampered_blob(
     target = tmp_path / "imported"
     proc = fails("tarfile-to-extracted", "-q", str(saved), str(target))
     assert proc.returncode == 6
-    assert layer.digest in _error_line(proc)
+    assert layer.digest in error_line(proc)
     if damage == "mtime":
-        assert "digest mismatch" in _error_line(proc)
+        assert "digest mismatch" in error_line(proc)
     assert not (target / "manifest.json").exists() and not (target / "index.json").exists()
     assert not _blob(target, layer.digest).exists()
 
@@ -371,7 +365,7 @@ def test_copy_of_a_blob_with_a_changed_gzip_mtime_never_lands(
     )  # fmt: skip
     assert proc.returncode == 6
     # occystrap's own check stopped it, before the upload was closed: not the registry's refusal.
-    assert "digest mismatch" in _error_line(proc) and layer.digest in _error_line(proc)
+    assert "digest mismatch" in error_line(proc) and layer.digest in error_line(proc)
     _absent_at(dest, repo, layer.digest)
 
 
@@ -385,7 +379,7 @@ def test_push_of_a_tampered_blob_never_lands(
     _flip(_blob(target, layer.digest), MTIME_BYTE)
     proc = fails("push", "-q", "--retries", "1", str(target), f"{dest.host}/site")
     assert proc.returncode == 6
-    assert "digest mismatch" in _error_line(proc) and layer.digest in _error_line(proc)
+    assert "digest mismatch" in error_line(proc) and layer.digest in error_line(proc)
     _absent_at(dest, f"site/{REPO}", layer.digest)
 
 
@@ -407,7 +401,7 @@ def test_a_destination_that_says_it_stored_other_content_is_not_trusted(
         )  # fmt: skip
         assert door.seen(match, "PUT")  # the lie was told
     assert proc.returncode == 6
-    assert other in _error_line(proc) and "stored" in _error_line(proc)
+    assert other in error_line(proc) and "stored" in error_line(proc)
     status, _, _ = dest.client.request("GET", f"/v2/{repo}/manifests/{TAG}")
     assert status == 404
 
@@ -559,5 +553,5 @@ def test_absolute_symlink_is_never_written_through(registry: Registry, tmp_path:
     registry.push_image(repo, TAG, built)
     target = tmp_path / "d"
     proc = fails("fetch-to-extracted", "-q", "--expand", f"{registry.host}/{repo}", TAG, str(target))
-    assert proc.returncode == 6 and "symlink" in _error_line(proc)
+    assert proc.returncode == 6 and "symlink" in error_line(proc)
     assert list(outside.iterdir()) == []

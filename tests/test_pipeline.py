@@ -107,6 +107,7 @@ before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 rounds()
 print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
+
     def faults_in(mode: str) -> int:
         run = subprocess.run([sys.executable, "-c", probe, mode], capture_output=True, text=True, check=True)
         return int(run.stdout)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import fails, occystrap, ok
+from tests.helpers import error_line, fails, occystrap, ok
 from tests.support import images
 from tests.support.forwardproxy import ForwardProxy
 from tests.support.images import BuiltImage
@@ -41,11 +41,6 @@ def _env(tmp_path: Path, **proxy_vars: str) -> dict[str, str]:
         env[name] = env[name.lower()] = ""
     env.update(proxy_vars)
     return env
-
-
-def _error_line(stderr: str) -> str:
-    [line] = [l for l in stderr.splitlines() if l.startswith("occystrap: error:")]
-    return line
 
 
 def _tarball_manifest(out: Path) -> list[dict[str, object]]:
@@ -99,7 +94,7 @@ def test_without_the_proxy_the_made_up_name_fails_in_one_line(
         SAMPLE_TAG, str(tmp_path / "out.tar"), env=_env(tmp_path),
     )  # fmt: skip
     assert proc.returncode == 5
-    line = _error_line(proc.stderr)
+    line = error_line(proc.stderr)
     assert "cannot resolve" in line and PROXY_HOST in line
     assert not (tmp_path / "out.tar").exists()
 
@@ -124,7 +119,7 @@ def test_mirror_goes_through_the_proxy(
     # Without the proxy the name resolves nowhere: one line, exit 5, DEST as it was.
     proc = fails("mirror", "--retries", "0", str(spec), str(tmp_path / "other"), env=_env(tmp_path))
     assert proc.returncode == 5
-    assert "cannot resolve" in _error_line(proc.stderr) and PROXY_HOST in _error_line(proc.stderr)
+    assert "cannot resolve" in error_line(proc.stderr) and PROXY_HOST in error_line(proc.stderr)
 
 
 # --- HTTPS through CONNECT ---------------------------------------------------------------
@@ -203,7 +198,7 @@ def test_proxy_credentials_from_the_url_and_never_shown(
         proxy.clear()
         code, stderr, _, out = run(proxy.url_with_credentials(PROXY_USER, "wrong-" + PROXY_SECRET))
         assert code == 4 and "Traceback" not in stderr.split("occystrap: error:")[-1]
-        line = _error_line(stderr)
+        line = error_line(stderr)
         assert "refused the credentials in the proxy URL (HTTP 407)" in line and "127.0.0.1" in line
         assert [r.status for r in proxy.requests] == [407]  # no retries against a refusal
         assert not out.exists()
@@ -211,7 +206,7 @@ def test_proxy_credentials_from_the_url_and_never_shown(
         proxy.clear()
         code, stderr, _, _ = run(proxy.url)
         assert code == 4
-        assert "requires credentials (HTTP 407)" in _error_line(stderr)
+        assert "requires credentials (HTTP 407)" in error_line(stderr)
 
 
 # --- NO_PROXY ------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import fails, ok, read_lock
+from tests.helpers import error_line, fails, ok, read_lock
 from tests.support import images
 from tests.support.faultproxy import FaultProxy
 from tests.support.images import BuiltImage, Entry
@@ -55,11 +55,6 @@ def quota_proxy(pushed: Pushed) -> Iterator[FaultProxy]:
 
 def _env(tmp_path: Path) -> dict[str, str]:
     return {"DOCKER_CONFIG": str(tmp_path / "no-docker"), "XDG_CONFIG_HOME": str(tmp_path / "no-config")}
-
-
-def _error_line(stderr: str) -> str:
-    [line] = [l for l in stderr.splitlines() if l.startswith("occystrap: error:")]
-    return line
 
 
 def _json_lines(stderr: str) -> list[dict[str, object]]:
@@ -143,7 +138,7 @@ def test_a_spent_quota_stops_at_once_with_one_line(quota_proxy: FaultProxy, tmp_
     out = tmp_path / "out.tar"
     proc = fails("fetch-to-tarfile", f"{quota_proxy.host}/{REPO}", "v0", str(out), env=_env(tmp_path))
     assert proc.returncode == 5
-    line = _error_line(proc.stderr)
+    line = error_line(proc.stderr)
     assert f"{quota_proxy.host}: pull rate limit reached (0 of 100 left, window 6h)" in line
     assert "it refills within 6h" in line and "run the same command again" in line.lower()
     assert quota.refused == 1  # no retries against a spent quota: they would only die later
@@ -202,7 +197,7 @@ def test_the_reserve_stops_cleanly_and_a_rerun_carries_on(
     args = ["mirror", "--progress", "plain", "--rate-limit-reserve", "2", str(spec), str(dest)]
     proc = fails(*args, env=_env(tmp_path))
     assert proc.returncode == 5
-    line = _error_line(proc.stderr)
+    line = error_line(proc.stderr)
     assert f"{host}: stopped to keep a reserve of 2 pulls (2 of 5 left" in line and refill in line
     assert "run the same command again" in line
     assert (quota.left, quota.refused) == (2, 0)  # never below the reserve, never a 429
@@ -228,5 +223,5 @@ def test_the_reserve_holds_a_bundle_back_whole(quota_proxy: FaultProxy, tmp_path
     bundle = tmp_path / "bundle.tar"
     images_args = [a for t in TAGS for a in ("--image", f"{quota_proxy.host}/{REPO}:{t}")]
     proc = fails("mirror", "--rate-limit-reserve", "1", *images_args, str(bundle), env=_env(tmp_path))
-    assert proc.returncode == 5 and "reserve of 1 pull (" in _error_line(proc.stderr)
+    assert proc.returncode == 5 and "reserve of 1 pull (" in error_line(proc.stderr)
     assert not bundle.exists()

@@ -21,7 +21,7 @@ from occystrap.registry.client import RegistryClient
 from occystrap.registry.options import ClientOptions
 from occystrap.resolve import require_image, resolve
 from occystrap.sources.registry import RegistrySource
-from tests.helpers import fails, leftovers, ok, read_lock
+from tests.helpers import error_line, fails, leftovers, ok, read_lock
 from tests.support import images
 from tests.support.faultproxy import Fault, FaultProxy, without_realm
 from tests.support.images import BuiltImage
@@ -43,11 +43,6 @@ def image(registry: Registry) -> BuiltImage:
 
 def _env(tmp_path: Path) -> dict[str, str]:
     return {"DOCKER_CONFIG": str(tmp_path / "no-docker-config")}
-
-
-def _error_line(proc: subprocess.CompletedProcess[str]) -> str:
-    [line] = [l for l in proc.stderr.splitlines() if l.startswith("occystrap: error:")]
-    return line
 
 
 def _tar_layers(out: Path, image: BuiltImage) -> None:
@@ -121,7 +116,7 @@ def test_token_server_5xx_is_a_network_failure_after_retries(
     before = server.token_requests
     proc = _fetch(token_registry_fresh.host, tmp_path, "--retries", "1")
     assert proc.returncode == 5
-    line = _error_line(proc)
+    line = error_line(proc)
     assert "/token" in line and "503" in line and "2 tries" in line
     assert server.token_requests - before == 2
     assert leftovers(tmp_path / "out") == []
@@ -135,7 +130,7 @@ def test_token_server_answering_no_token_is_an_auth_error(
     server.token_field = "none"
     proc = _fetch(token_registry_fresh.host, tmp_path)
     assert proc.returncode == 4
-    assert "returned no token" in _error_line(proc)
+    assert "returned no token" in error_line(proc)
 
 
 def test_bearer_challenge_without_realm_is_an_auth_error(
@@ -145,7 +140,7 @@ def test_bearer_challenge_without_realm_is_an_auth_error(
         proxy.add(Fault(match="/v2/", method=None, times=None, rewrite_challenge=without_realm))
         proc = _fetch(proxy.host, tmp_path)
     assert proc.returncode == 4
-    assert "without a realm" in _error_line(proc)
+    assert "without a realm" in error_line(proc)
 
 
 # --- challenges and refusals -------------------------------------------------------------------
@@ -175,7 +170,7 @@ def test_403_is_an_auth_error_naming_the_scope(
     proxy.add(Fault(match=match, status=403, error_code="DENIED", times=None))
     proc = _fetch(proxy.host, tmp_path, "--retries", "2")
     assert proc.returncode == 4
-    line = _error_line(proc)
+    line = error_line(proc)
     assert "403" in line and f"repository:{REPO}:pull" in line
     assert proxy.count(match) == 1  # a refusal is not retried
     assert [n for n in leftovers(tmp_path / "out") if not n.startswith(".")] == []
@@ -214,7 +209,7 @@ def test_keep_going_when_a_blob_fails_mid_fetch(
     dest = tmp_path / ("mirror" if dest_kind == "merged" else "bundle.tar")
     proc = _mirror(proxy, dest, tmp_path)
     assert proc.returncode == 1
-    line = _error_line(proc)
+    line = error_line(proc)
     assert "1 image(s) failed" in line if dest_kind == "merged" else "2 image(s) failed" in line
     assert f"{proxy.host}/edges/bad" in line and layer.digest in line
     assert proxy.seen(layer.digest, "GET")[0].body_bytes == 1000 < layer.size  # it broke off midway
@@ -251,7 +246,7 @@ def test_insecure_registry_falls_back_from_https_to_http(
     pin = ("--resolve", "plain.test=127.0.0.1", "--retries", "0")
     out = tmp_path / "img.tar"
     proc = fails("fetch-to-tarfile", "-q", *pin, f"{name}/{REPO}", TAG, str(out), env=_env(tmp_path))
-    assert proc.returncode == 5 and "plain.test" in _error_line(proc)
+    assert proc.returncode == 5 and "plain.test" in error_line(proc)
     assert not out.exists()
     served = registry.request_count(f"/v2/{REPO}/manifests/{TAG}", "GET")
     ok("fetch-to-tarfile", "-q", *pin, "--insecure-registry", name, f"{name}/{REPO}", TAG, str(out),

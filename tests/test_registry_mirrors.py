@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -76,15 +77,7 @@ def test_fetch_takes_what_the_mirror_holds_and_the_rest_from_the_registry(
     env = _env(tmp_path, _mirrors(origin, f"{mirror.host}/hub"))
     where = f"{mirror.host}/hub"
 
-    proc = ok(
-        "fetch-to-tarfile",
-        "--progress",
-        "plain",
-        f"{origin.host}/{REPO}",
-        "v1",
-        str(tmp_path / "1.tar"),
-        env=env,
-    )
+    proc = _fetch(f"{origin.host}/{REPO}", "v1", str(tmp_path / "1.tar"), env)
     ok("verify", str(tmp_path / "1.tar"))
     assert _served(origin, "/manifests/") == 0 and _served(origin, "/blobs/") == 0
     assert _served(mirror, f"/v2/hub/{REPO}/manifests/v1") == 1
@@ -94,15 +87,7 @@ def test_fetch_takes_what_the_mirror_holds_and_the_rest_from_the_registry(
 
     # v2: the mirror lacks the tag (404), so the manifest comes from the registry; the shared
     # base layer still comes from the mirror, the layer of v2's own from the registry.
-    proc = ok(
-        "fetch-to-tarfile",
-        "--progress",
-        "json",
-        f"{origin.host}/{REPO}",
-        "v2",
-        str(tmp_path / "2.tar"),
-        env=env,
-    )
+    proc = _fetch(f"{origin.host}/{REPO}", "v2", str(tmp_path / "2.tar"), env, progress="json")
     ok("verify", str(tmp_path / "2.tar"))
     events = _json_lines(proc.stderr)
     sources = {e["digest"]: (e["source"], e["mirror"]) for e in events if e["event"] == "BlobSource"}
@@ -124,15 +109,7 @@ def test_mirrors_are_tried_in_order_and_a_dead_one_is_set_aside(
     origin, mirror, v1, _ = _pair(registry_factory)
     dead = f"127.0.0.1:{free_port()}"  # nothing listens there
     env = _env(tmp_path, _mirrors(origin, dead, f"{mirror.host}/hub"))
-    proc = ok(
-        "fetch-to-tarfile",
-        "--progress",
-        "plain",
-        f"{origin.host}/{REPO}",
-        "v1",
-        str(tmp_path / "1.tar"),
-        env=env,
-    )
+    proc = _fetch(f"{origin.host}/{REPO}", "v1", str(tmp_path / "1.tar"), env)
     warnings = [l for l in proc.stderr.splitlines() if l.startswith("warning: ")]
     assert (
         len(warnings) == 1
@@ -142,17 +119,16 @@ def test_mirrors_are_tried_in_order_and_a_dead_one_is_set_aside(
 
     # Only a dead mirror: everything from the registry, one warning, success.
     env = _env(tmp_path / "b", _mirrors(origin, dead))
-    proc = ok(
-        "fetch-to-tarfile",
-        "--progress",
-        "plain",
-        f"{origin.host}/{REPO}",
-        "v1",
-        str(tmp_path / "2.tar"),
-        env=env,
-    )
+    proc = _fetch(f"{origin.host}/{REPO}", "v1", str(tmp_path / "2.tar"), env)
     assert _served(origin, "/blobs/") == BLOBS
     assert proc.stderr.splitlines()[-1].endswith(f"1 warning; from {origin.host} 2 blobs ({_size(v1)})")
+
+
+def _fetch(
+    source: str, tag: str, out: str, env: dict[str, str], progress: str = "plain", extra: Sequence[str] = ()
+) -> subprocess.CompletedProcess[str]:
+    """`occystrap fetch-to-tarfile` of source:tag with the test's registries.conf."""
+    return ok("fetch-to-tarfile", "--progress", progress, *extra, source, tag, out, env=env)
 
 
 def _size(image: BuiltImage) -> str:
@@ -172,15 +148,7 @@ def test_a_blob_cut_short_by_the_mirror_carries_on_from_the_registry(
     with FaultProxy(mirror.url) as cutting, FaultProxy(origin.url) as watching:
         cutting.add(Fault(match=layer.digest, drop_after=100_000, times=None))
         env = _env(tmp_path, f"registries:\n  '{watching.host}':\n    mirrors: ['{cutting.host}']\n")
-        proc = ok(
-            "fetch-to-tarfile",
-            "--progress",
-            "plain",
-            f"{watching.host}/{REPO}",
-            "v1",
-            str(tmp_path / "out.tar"),
-            env=env,
-        )
+        proc = _fetch(f"{watching.host}/{REPO}", "v1", str(tmp_path / "out.tar"), env)
         ok("verify", str(tmp_path / "out.tar"))
         cut_at = sum(s.body_bytes for s in cutting.seen(layer.digest, "GET"))
         assert 0 < cut_at < layer.size
@@ -202,16 +170,7 @@ def test_no_credentials_go_to_a_mirror_unless_configured_for_its_host(
     creds = ["--username", USERNAME, "--password", PASSWORD]
     env = _env(tmp_path, _mirrors(origin, mirror.host))
     seeded = len(mirror.access_log())
-    proc = ok(
-        "fetch-to-tarfile",
-        "--progress",
-        "plain",
-        *creds,
-        f"{origin.host}/{REPO}",
-        "v1",
-        str(tmp_path / "1.tar"),
-        env=env,
-    )
+    proc = _fetch(f"{origin.host}/{REPO}", "v1", str(tmp_path / "1.tar"), env, extra=creds)
     [warning] = [l for l in proc.stderr.splitlines() if l.startswith("warning: ")]
     assert f"mirror {mirror.host} failed" in warning and f"{mirror.host} requires credentials" in warning
     assert f"only the credentials configured for {mirror.host} itself" in warning
@@ -225,16 +184,7 @@ def test_no_credentials_go_to_a_mirror_unless_configured_for_its_host(
         f"  '{mirror.host}': {{username: {USERNAME}, password_env: MIRROR_PASSWORD}}\n"
     )
     env = _env(tmp_path / "b", config, MIRROR_PASSWORD=PASSWORD)
-    proc = ok(
-        "fetch-to-tarfile",
-        "--progress",
-        "plain",
-        *creds,
-        f"{origin.host}/{REPO}",
-        "v1",
-        str(tmp_path / "2.tar"),
-        env=env,
-    )
+    proc = _fetch(f"{origin.host}/{REPO}", "v1", str(tmp_path / "2.tar"), env, extra=creds)
     assert "warning:" not in proc.stderr
     assert _served(mirror, "/blobs/") == BLOBS and _served(origin, "/blobs/") == BLOBS  # nothing more
     assert PASSWORD not in proc.stderr + proc.stdout

@@ -33,7 +33,7 @@ from occystrap import reference
 from occystrap.model import Descriptor
 from occystrap.registry.client import RegistryClient
 from occystrap.registry.options import ClientOptions
-from tests.helpers import fails, leftovers, occystrap, ok
+from tests.helpers import error_line, fails, leftovers, occystrap, ok
 from tests.support import images
 from tests.support.faultproxy import BLOB_GETS, Fault, FaultProxy
 from tests.support.images import BuiltImage
@@ -59,11 +59,6 @@ def _clean_env(tmp_path: Path) -> dict[str, str]:
         "SSL_CERT_FILE": "",
         "SSL_CERT_DIR": "",
     }
-
-
-def _error_line(stderr: str) -> str:
-    [line] = [l for l in stderr.splitlines() if l.startswith("occystrap: error:")]
-    return line
 
 
 def _check_tarball(out: Path, image: BuiltImage) -> None:
@@ -122,7 +117,7 @@ def test_tls_untrusted_certificate_fails_cleanly(tls: TlsSetup, tmp_path: Path) 
     out = tmp_path / "out" / "img.tar"
     out.parent.mkdir()
     proc = fails("fetch-to-tarfile", *_pin(), tls.ref(), TAG, str(out), env=_clean_env(tmp_path))
-    line = _error_line(proc.stderr)
+    line = error_line(proc.stderr)
     assert "TLS" in line and "certificate" in line, line
     assert tls.name in line
     assert proc.returncode == 5
@@ -139,7 +134,7 @@ def test_tls_untrusted_certificate_fails_cleanly(tls: TlsSetup, tmp_path: Path) 
         str(out),
         env=_clean_env(tmp_path),
     )
-    assert "certificate" in _error_line(proc.stderr)
+    assert "certificate" in error_line(proc.stderr)
     assert leftovers(out.parent) == []
 
 
@@ -182,7 +177,7 @@ def test_tls_name_is_still_checked_when_pinned(tls: TlsSetup, tmp_path: Path) ->
         str(out),
         env=_clean_env(tmp_path),
     )
-    line = _error_line(proc.stderr)
+    line = error_line(proc.stderr)
     assert "certificate" in line and "other.test" in line, line
     assert not out.exists()
 
@@ -213,7 +208,7 @@ def test_tls_insecure_registry_skips_verification(tls: TlsSetup, tmp_path: Path)
         str(tmp_path / "other.tar"),
         env=_clean_env(tmp_path),
     )
-    assert "certificate" in _error_line(proc.stderr)
+    assert "certificate" in error_line(proc.stderr)
 
 
 def test_tls_inspect_and_mirror_use_the_ca(tls: TlsSetup, tmp_path: Path) -> None:
@@ -260,7 +255,7 @@ def test_tls_bad_ca_file_is_a_usage_error(tls: TlsSetup, tmp_path: Path, problem
         str(out),
         env=_clean_env(tmp_path),
     )
-    assert str(ca) in _error_line(proc.stderr)
+    assert str(ca) in error_line(proc.stderr)
     assert proc.returncode == 2  # usage: the file given is unusable, nothing to do with the registry
     assert not out.exists()
 
@@ -483,7 +478,7 @@ def test_wrong_password_never_leaks(
         secrets, command, reg.host, tmp_path, password=WRONG_PASSWORD, progress=progress, source=source
     )
     assert proc.returncode == 4, proc.stderr
-    line = _error_line(proc.stderr)
+    line = error_line(proc.stderr)
     assert USERNAME in line or "refused" in line, line
     assert "Traceback" in proc.stderr  # --verbose prints it; it must hold no secret either (scanned)
     for product in PRODUCTS[command]:
