@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -56,6 +56,15 @@ def summarise(image: PushedImage, tool: str, ms: Sequence[Measurement]) -> Summa
         median_cpu_s=statistics.median(m.cpu_s for m in counted),
         median_served_mib=statistics.median(m.served_bytes for m in counted) / MiB,
     )
+
+
+def failure_notes(summaries: Iterable[Summary], by_image: bool = False) -> list[str]:
+    """One report note per failed tool: its name and the last line of its error."""
+    return [
+        f"FAILED {s.image + '/' if by_image else ''}{s.tool}: {s.error.splitlines()[-1] if s.error else ''}"
+        for s in summaries
+        if s.failed
+    ]
 
 
 def paired_ratio(ms: Sequence[Measurement], image: str, a: str, b: str) -> float:

@@ -28,7 +28,7 @@ from benchmarks.harness import BenchContext, path_size
 from benchmarks.images import PushedImage
 from benchmarks.report import ScenarioResult
 from benchmarks.scenario import scenario
-from benchmarks.stats import RSS_LIMIT_MIB, Check, paired_ratio, summarise
+from benchmarks.stats import RSS_LIMIT_MIB, Check, failure_notes, paired_ratio, summarise
 from benchmarks.taggroup import TAG_COUNT, TagGroup, mirror_spec, push_tag_group
 
 OCCY = "occystrap-push-bundle"
@@ -117,9 +117,7 @@ def bundle_push(ctx: BenchContext) -> ScenarioResult:
         "MiB uploaded = sizes of the blobs whose upload completed (destination's access log), median; "
         "dest CPU s = the destination registry's CPU time during the run.",
     ]
-    notes += [
-        f"FAILED {s.tool}: {s.error.splitlines()[-1] if s.error else ''}" for s in sm.values() if s.failed
-    ]
+    notes += failure_notes(sm.values())
     return ScenarioResult(
         name="bundle-push",
         title=f"push a bundle of {TAG_COUNT} tags into a registry vs skopeo copy per docker-archive",

@@ -16,7 +16,7 @@ from benchmarks.images import ImageSpec, PushedImage
 from benchmarks.layers import LayerSpec, layer_file_names
 from benchmarks.report import ScenarioResult, fmt, mib
 from benchmarks.scenario import scenario
-from benchmarks.stats import median_or_nan, paired_ratio, summarise
+from benchmarks.stats import failure_notes, median_or_nan, paired_ratio, summarise
 from benchmarks.tools import Verify, occystrap_tool
 
 OCCY_EXPAND = "occystrap-expand"
@@ -105,9 +105,7 @@ def expand_vs_umoci(ctx: BenchContext) -> ScenarioResult:
         "ratio = occystrap median / skopeo+umoci median; the warm-up outputs' final trees are compared "
         "with the files the layers hold.",
     ]
-    for sm in by_tool.values():
-        if sm.failed:
-            notes.append(f"FAILED {sm.tool}: {sm.error.splitlines()[-1] if sm.error else ''}")
+    notes += failure_notes(by_tool.values())
     return ScenarioResult(
         name="expand",
         title=title,

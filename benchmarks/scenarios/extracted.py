@@ -11,7 +11,7 @@ from benchmarks.harness import BenchContext, Tool
 from benchmarks.images import PushedImage
 from benchmarks.report import ScenarioResult, fmt, mib
 from benchmarks.scenario import scenario
-from benchmarks.stats import Check, median_or_nan, summarise
+from benchmarks.stats import Check, failure_notes, median_or_nan, summarise
 from benchmarks.taggroup import TAG_COUNT, merged_holds, push_tag_group
 
 OCCY_EXTRACTED = "occystrap-extracted-loop"
@@ -52,8 +52,7 @@ def extracted_loop(ctx: BenchContext) -> ScenarioResult:
         "one DIR: a blob already in DIR (re-hashed) is not fetched again, so the base is fetched once.",
         "referenced = what the tags reference (base counted per tag); unique = every blob once.",
     ]
-    if sm.failed:
-        notes.append(f"FAILED {sm.tool}: {sm.error.splitlines()[-1] if sm.error else ''}")
+    notes += failure_notes([sm])
     return ScenarioResult(
         name="extracted20",
         title=f"fetch-to-extracted --use-unique-names, {TAG_COUNT} tags into one directory",

@@ -10,7 +10,7 @@ from benchmarks.harness import BenchContext, Measurement
 from benchmarks.images import fetch_images
 from benchmarks.report import ScenarioResult, fmt
 from benchmarks.scenario import scenario
-from benchmarks.stats import RSS_LIMIT_MIB, Check, Summary, paired_ratio, summarise
+from benchmarks.stats import RSS_LIMIT_MIB, Check, Summary, failure_notes, paired_ratio, summarise
 from benchmarks.tools import (
     SKOPEO_DA,
     SKOPEO_OCI,
@@ -98,9 +98,7 @@ def fetch_to_tarfile(ctx: BenchContext) -> ScenarioResult:
             f"{sum(la.files for la in image.layers)} files."
             + (" No target: its times are the tools' fixed costs." if image.name in untargeted else "")
         )
-    failures = [s for s in summaries if s.failed]
-    for s in failures:
-        notes.append(f"FAILED {s.image}/{s.tool}: {s.error.splitlines()[-1] if s.error else ''}")
+    notes += failure_notes(summaries, by_image=True)
     return ScenarioResult(
         name="fetch",
         title="fetch-to-tarfile vs skopeo copy",

@@ -21,7 +21,7 @@ from benchmarks.images import ImageSpec, PushedImage, fetch_images
 from benchmarks.layers import LayerSpec, layer_file_names
 from benchmarks.report import ScenarioResult, fmt
 from benchmarks.scenario import scenario
-from benchmarks.stats import RSS_LIMIT_MIB, Check, Summary, paired_ratio, summarise
+from benchmarks.stats import RSS_LIMIT_MIB, Check, Summary, failure_notes, paired_ratio, summarise
 from benchmarks.tools import Verify, layer_digests, occystrap_tool, skopeo_copy_argv, verify_docker_tarball
 
 FETCH = "occystrap-fetch"
@@ -152,9 +152,7 @@ def forensics(ctx: BenchContext) -> ScenarioResult:
         f"tar where {FETCH} writes the blob. {DIFF} also hashes the contents of every file of both images "
         "(the library's diff compares files by sha256), the shared base included.",
     ]
-    for s in by_tool.values():
-        if s.failed:
-            notes.append(f"FAILED {s.tool}: {s.error.splitlines()[-1] if s.error else ''}")
+    notes += failure_notes(by_tool.values())
     return ScenarioResult(
         name="forensics",
         title="files / diff / export over the registry vs fetching",

@@ -13,7 +13,7 @@ from benchmarks.harness import BenchContext, Measurement, Tool
 from benchmarks.images import PushedImage
 from benchmarks.report import ScenarioResult, fmt, mib
 from benchmarks.scenario import scenario
-from benchmarks.stats import Check, median_or_nan, paired_ratio, summarise
+from benchmarks.stats import Check, failure_notes, median_or_nan, paired_ratio, summarise
 from benchmarks.taggroup import TAG_COUNT, TagGroup, merged_holds, mirror_spec, push_tag_group
 from benchmarks.tools import Verify, verify_oci_tags
 
@@ -144,9 +144,7 @@ def mirror_tags(ctx: BenchContext) -> ScenarioResult:
         f"after a first full one); blob bytes fetched: {rerun_fetched:.0f} (manifests are asked for again; "
         "configs DIR holds are read from it; every blob in DIR is re-hashed once).",
     ]
-    for sm in [*by_tool.values(), rerun]:
-        if sm.failed:
-            notes.append(f"FAILED {sm.tool}: {sm.error.splitlines()[-1] if sm.error else ''}")
+    notes += failure_notes([*by_tool.values(), rerun])
     return ScenarioResult(
         name="mirror",
         title=f"mirror {TAG_COUNT} tags sharing a base layer vs skopeo",

@@ -20,7 +20,7 @@ from benchmarks.harness import BenchContext, Measurement
 from benchmarks.images import PushedImage, fetch_images
 from benchmarks.report import ScenarioResult
 from benchmarks.scenario import scenario
-from benchmarks.stats import RSS_LIMIT_MIB, Check, Summary, paired_ratio, summarise
+from benchmarks.stats import RSS_LIMIT_MIB, Check, Summary, failure_notes, paired_ratio, summarise
 
 OCCY = "occystrap-copy-registry"
 SKOPEO = "skopeo-copy-registry"
@@ -93,8 +93,7 @@ def registry_copy_big(ctx: BenchContext) -> ScenarioResult:
         "of the blobs whose upload the destination completed (from its access log), median; dest CPU s = "
         "the destination registry's CPU time during the run, median.",
     ]
-    notes += [f"FAILED {s.image}/{s.tool}: {s.error.splitlines()[-1] if s.error else ''}"
-              for s in summaries if s.failed]  # fmt: skip
+    notes += failure_notes(summaries, by_image=True)
     return ScenarioResult(
         name="registry-copy-big",
         title="copy the big image registry to registry vs skopeo copy",

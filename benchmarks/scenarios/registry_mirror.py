@@ -20,7 +20,7 @@ from benchmarks.harness import BenchContext, Measurement, Tool
 from benchmarks.images import PushedImage
 from benchmarks.report import ScenarioResult, fmt
 from benchmarks.scenario import scenario
-from benchmarks.stats import RSS_LIMIT_MIB, Check, paired_ratio, summarise
+from benchmarks.stats import RSS_LIMIT_MIB, Check, failure_notes, paired_ratio, summarise
 from benchmarks.taggroup import TAG_COUNT, TagGroup, mirror_spec, push_tag_group
 
 OCCY = "occystrap-mirror-registry"
@@ -128,8 +128,7 @@ def _result(group: TagGroup, ms: list[Measurement], reruns: list[Measurement]) -
         f"{RERUN}: `occystrap mirror` again on an up-to-date destination ({len(counted)} timed runs after a "
         f"full one); most blob PUT/PATCH + manifest PUT requests in one run: {fmt(sent_again, 0)}.",
     ]
-    notes += [f"FAILED {s.tool}: {s.error.splitlines()[-1] if s.error else ''}"
-              for s in [*sm.values(), rerun] if s.failed]  # fmt: skip
+    notes += failure_notes([*sm.values(), rerun])
     return ScenarioResult(
         name="registry-mirror",
         title=f"mirror {TAG_COUNT} tags registry to registry vs skopeo",

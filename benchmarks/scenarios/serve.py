@@ -21,7 +21,7 @@ from benchmarks.harness import BenchContext, Measurement, Tool
 from benchmarks.images import PushedImage, fetch_images
 from benchmarks.report import ScenarioResult, fmt, mib
 from benchmarks.scenario import scenario
-from benchmarks.stats import Check, Summary, paired_ratio, summarise
+from benchmarks.stats import Check, Summary, failure_notes, paired_ratio, summarise
 from benchmarks.taggroup import TAG_COUNT, push_tag_group
 from benchmarks.tools import Verify, verify_oci_dir, verify_oci_tags
 
@@ -204,11 +204,7 @@ def _report(
         notes.append(
             f"{image.name}: {len(image.layers)} unique layer(s), {image.compressed_bytes / MiB:.1f} MiB"
         )
-    notes += [
-        f"FAILED {s.image}/{s.tool}: {s.error.splitlines()[-1] if s.error else ''}"
-        for s in summaries
-        if s.failed
-    ]
+    notes += failure_notes(summaries, by_image=True)
     return ScenarioResult(
         name="serve",
         title="skopeo pulling from occystrap serve vs from the registry",

@@ -15,7 +15,7 @@ from benchmarks.harness import BenchContext, Measurement, Tool
 from benchmarks.images import PushedImage
 from benchmarks.report import ScenarioResult, fmt, mib
 from benchmarks.scenario import scenario
-from benchmarks.stats import Check, median_or_nan, paired_ratio, summarise
+from benchmarks.stats import Check, failure_notes, median_or_nan, paired_ratio, summarise
 from benchmarks.taggroup import TAG_COUNT, TagGroup, merged_holds, mirror_spec, push_tag_group
 from benchmarks.tools import Verify
 
@@ -138,9 +138,7 @@ def _result(group: TagGroup, ms: list[Measurement]) -> ScenarioResult:
         "One machine's shards share its cores and its link to the registry: the split pays off across "
         "machines (a CI matrix, a Kubernetes Indexed Job), where each shard brings its own bandwidth.",
     ]
-    notes += [
-        f"FAILED {s.tool}: {s.error.splitlines()[-1] if s.error else ''}" for s in sm.values() if s.failed
-    ]
+    notes += failure_notes(sm.values())
     return ScenarioResult(
         name="shards",
         title=f"mirror {TAG_COUNT} tags: {SHARDS} concurrent shards + merge vs one process",

@@ -16,7 +16,7 @@ from benchmarks.images import ImageSpec, PushedImage
 from benchmarks.layers import LayerSpec
 from benchmarks.report import ScenarioResult, fmt
 from benchmarks.scenario import scenario
-from benchmarks.stats import Check, summarise
+from benchmarks.stats import Check, failure_notes, summarise
 
 MANIFESTS = 20
 TAGS_PER_MANIFEST = 20
@@ -118,9 +118,7 @@ def tags400(ctx: BenchContext) -> ScenarioResult:
         f"and does nothing else (Python and aiohttp start-up included): what any re-run must spend at "
         f"least; re-run - floor = {fmt(rerun_s.median_s - floor_s.median_s)} s.",
     ]
-    for s in (few_s, many_s, rerun_s):
-        if s.failed:
-            notes.append(f"FAILED {s.tool}: {s.error.splitlines()[-1] if s.error else ''}")
+    notes += failure_notes((few_s, many_s, rerun_s, floor_s))
     return ScenarioResult(
         name="tags400",
         title="mirror: the cost of a tag (400 vs 20 tags over 20 manifests)",
