@@ -178,7 +178,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         (
             Edit(
                 "occystrap/sinks/base.py",
-                "got, got_size = file_digest(path)",
+                "got, got_size = digests.of_file(path)",
                 "got, got_size = digest, path.stat().st_size",
             ),
         ),
@@ -190,7 +190,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         (
             Edit(
                 "occystrap/sinks/inplace.py",
-                "if stream_digest(self.read(digest, size))[0] == digest:",
+                "if digests.of_chunks(self.read(digest, size))[0] == digest:",
                 "if True:",
             ),
         ),
