@@ -6,6 +6,7 @@ Runs in worker threads on large chunks; hashlib, zlib/isal and zstd release the 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 from occystrap.decode import Decoder, Plain, Write, decoder_for
 from occystrap.errors import IntegrityError
@@ -20,7 +21,7 @@ class BlobCheck:
         size: int,
         diff_id: str | None,
         raw_out: Write | None,
-        plain_out: Write | None,
+        plain_out: Callable[[list[bytes]], None] | None,
         already_written: int = 0,
     ) -> None:
         """already_written: raw bytes the target holds from an earlier run; they are hashed, not written."""
@@ -100,8 +101,10 @@ class BlobCheck:
         for data in chunks:
             self._diff_hash.update(data)
             self.plain_size += len(data)
-            if self._plain_out is not None:
-                self._plain_out(data)
+        if self._plain_out is not None and chunks:
+            # One hand-off per batch: per chunk, the reader thread was woken 1600 times for
+            # the 400 MB benchmark layer (files took 1.09x a fetch; with batches 1.0x).
+            self._plain_out(chunks)
 
     def feed(self, data: bytes) -> None:
         """All three stages in the calling thread."""

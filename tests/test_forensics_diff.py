@@ -38,6 +38,8 @@ B_ONLY = [
     symlink("lib/l", "two"),
     directory("data"),
     file("data/f", b"data\n", uid=1000, gid=1000),
+    directory("usr"),
+    whiteout("usr/share"),
     directory("new"),
     file("new/file", b"new\n"),
 ]
@@ -88,10 +90,15 @@ def test_file_changes(tmp_path: Path) -> None:
         ("/data/f", "changed", ("uid", "gid")),
         ("/new", "added", ()),
         ("/new/file", "added", ()),
+        ("/usr/share", "removed", ()),
+        ("/usr/share/doc", "removed", ()),
     }
     [conf] = [f for f in result.files if f.path == "/etc/conf"]
     assert conf.a is not None and conf.b is not None and conf.a.layer == 0 and conf.b.layer == 2
     assert conf.a.sha256 == images.sha256_digest(b"v=1\n") and conf.b.sha256 == images.sha256_digest(b"v=2\n")
+    # Only the base files that upper layers touch are hashed, and what they delete is among them.
+    [doc] = [f for f in result.files if f.path == "/usr/share/doc"]
+    assert doc.a is not None and doc.a.sha256 == images.sha256_digest(b"docs\n")
 
 
 def test_layers_shared_by_diff_id_are_read_once(tmp_path: Path) -> None:
@@ -104,6 +111,17 @@ def test_layers_shared_by_diff_id_are_read_once(tmp_path: Path) -> None:
     # The common base through a's source, the shared top listed once: b reads only its own layer.
     assert sorted(a.opens.values()) == [1, 1, 1]
     assert dict(b.opens) == {b.refs[2].diff_id: 1}
+
+
+def test_a_touched_hardlink_of_the_base_compares_its_targets_bytes(tmp_path: Path) -> None:
+    base = [directory("d"), file("d/orig", b"same\n"), hardlink("d/link", "d/orig"), file("d/other", b"o\n")]
+    a = store(tmp_path / "a", [base])
+    # d/link becomes a file of its own with the same bytes and mode, and d/orig is left alone:
+    # the base never hashed d/orig, so it is read again for that one file's digest.
+    b = store(tmp_path / "b", [base, [directory("d"), file("d/link", b"same\n"), file("d/other", b"p\n")]])
+    result = diff_images(_side(a), _side(b))
+    assert [(f.path, f.fields) for f in result.files] == [("/d/other", ("content",))]
+    assert b.opens[b.refs[1].diff_id] == 1 and a.opens[a.refs[0].diff_id] == 2
 
 
 def test_config_changes(tmp_path: Path) -> None:

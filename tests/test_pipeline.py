@@ -146,7 +146,7 @@ def test_stages_check_and_write_every_byte() -> None:
     blob = gzip.compress(plain)
     raw_out: list[bytes] = []
     plain_out: list[bytes] = []
-    check = BlobCheck(_sha(blob), len(blob), _sha(plain), raw_out.append, plain_out.append)
+    check = BlobCheck(_sha(blob), len(blob), _sha(plain), raw_out.append, plain_out.extend)
     _run(check, blob, batch=1000)
     check.finish()
     assert b"".join(raw_out) == blob

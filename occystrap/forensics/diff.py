@@ -22,7 +22,7 @@ numbers; mtimes are left out, since every rebuild changes them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -30,7 +30,7 @@ from occystrap.forensics.files import FileTable, merge_layers
 from occystrap.forensics.history import Merger, Version
 from occystrap.forensics.imageconfig import ImageConfig
 from occystrap.forensics.layers import LayerRef, OpenLayer
-from occystrap.forensics.members import Member, listing
+from occystrap.forensics.members import Member, ancestors, listing
 
 
 @dataclass(frozen=True)
@@ -115,23 +115,85 @@ def layer_diff(a: Sequence[LayerRef], b: Sequence[LayerRef]) -> LayerDiff:
 
 
 def _tables(a: ImageSide, b: ImageSide, base: int) -> tuple[FileTable, FileTable]:
-    merger_a = Merger()
-    merge_layers(a.layers[:base], a.open_layer, merger_a, content_digests=True)
-    merger_b = merger_a.fork()
-    rest_a, rest_b = a.layers[base:], b.layers[base:]
-    # Layers both images hold above the common base: list them once, keep the listing for b.
-    again = {r.diff_id for r in rest_a} & {r.diff_id for r in rest_b}
+    """The two sides' file tables. The layers above the common base come first (each listed
+    once, with content digests), so that of the base only the files they touch are hashed:
+    the rest is the same object on both sides and cannot differ. Measured on the benchmark's
+    big image (one 400 MB base, a small layer on top): hashing every base file made `diff`
+    1.43x a fetch."""
+    uppers = _upper_listings((a, a.layers[base:]), (b, b.layers[base:]))
+    touched = _Touched.by(members for side in uppers for _, members in side)
+    while True:
+        merger_a = Merger()
+        merge_layers(a.layers[:base], a.open_layer, merger_a, content_digests=touched)
+        mergers = (merger_a, merger_a.fork())
+        for merger, side in zip(mergers, uppers, strict=True):
+            for index, members in side:
+                merger.apply(index, members)
+        tables = (FileTable.from_merger(mergers[0]), FileTable.from_merger(mergers[1]))
+        if not touched.add_link_targets(tables):
+            return tables
+        # A touched hardlink of the base whose target was not hashed (rare): read the base again.
+
+
+def _upper_listings(*sides: tuple[ImageSide, Sequence[LayerRef]]) -> list[list[tuple[int, list[Member]]]]:
+    """Per side, (layer index, members with content digests) of its layers above the base; a
+    layer both sides hold (same diff_id) is read once."""
     kept: dict[str, list[Member]] = {}
-    for side, rest, merger in ((a, rest_a, merger_a), (b, rest_b, merger_b)):
+    out = []
+    for side, rest in sides:
+        listed = []
         for ref in rest:
             members = kept.get(ref.diff_id)
             if members is None:
                 with side.open_layer(ref) as stream:
-                    members = listing(stream, content_digests=True)
-                if ref.diff_id in again:
-                    kept[ref.diff_id] = members
-            merger.apply(ref.index, members)
-    return FileTable.from_merger(merger_a), FileTable.from_merger(merger_b)
+                    members = kept[ref.diff_id] = listing(stream, content_digests=True)
+            listed.append((ref.index, members))
+        out.append(listed)
+    return out
+
+
+class _Touched:
+    """Base paths whose content a diff may show: those the upper layers write, delete or link
+    to, and everything below a directory they delete, hide (opaque) or replace by a non-dir."""
+
+    def __init__(self, exact: set[str], below: set[str]) -> None:
+        self.exact = exact
+        self.below = below
+
+    @classmethod
+    def by(cls, listings: Iterable[Sequence[Member]]) -> _Touched:
+        exact: set[str] = set()
+        below: set[str] = set()
+        for members in listings:
+            for m in members:
+                exact.add(m.path)
+                if m.is_marker:
+                    exact.add(m.target)
+                    below.add(m.target)
+                elif m.kind == "hardlink":
+                    exact.add(m.target)
+                elif m.kind != "dir":
+                    below.add(m.path)
+        return cls(exact, below)
+
+    def __call__(self, path: str) -> bool:
+        return path in self.exact or "" in self.below or any(p in self.below for p in ancestors(path))
+
+    def add_link_targets(self, tables: Iterable[FileTable]) -> bool:
+        """Add the targets of touched hardlinks that hold a file whose bytes were not hashed;
+        whether there were any."""
+        missing = {
+            (v.target or "/")[1:]
+            for table in tables
+            for path, v in table.final().items()
+            if v.type == "hardlink"
+            and v.sha256 is None
+            and v.file_type == "file"
+            and v.target
+            and self(path[1:])
+        } - self.exact
+        self.exact |= missing
+        return bool(missing)
 
 
 def file_diff(a: FileTable, b: FileTable) -> tuple[FileChange, ...]:

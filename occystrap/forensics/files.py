@@ -31,11 +31,11 @@ from typing import Any
 
 from occystrap.forensics.history import Merger, PathRecord, Version
 from occystrap.forensics.layers import LayerRef, OpenLayer
-from occystrap.forensics.members import listing
+from occystrap.forensics.members import DigestFilter, listing
 
 
 def merge_layers(
-    layers: Sequence[LayerRef], open_layer: OpenLayer, merger: Merger, content_digests: bool
+    layers: Sequence[LayerRef], open_layer: OpenLayer, merger: Merger, content_digests: DigestFilter
 ) -> None:
     """Apply `layers`, in order, to merger: one layer read and held at a time."""
     for ref in layers:

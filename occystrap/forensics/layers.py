@@ -7,14 +7,14 @@ when the context is left. So every consumer reads each layer to its end; `drain`
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from occystrap.errors import ManifestError, NotFoundError
+from occystrap.forensics.chunks import ChunkReader
 from occystrap.model import Image
 from occystrap.streamcheck import BlobCheck
 
@@ -53,43 +53,26 @@ def drain(stream: BinaryIO) -> None:
         pass
 
 
-class _VerifiedPlain(io.RawIOBase):
-    """Plain bytes of one stored blob, fed through a BlobCheck as they are read."""
+def _verified_chunks(raw: BinaryIO, check: BlobCheck) -> Callable[[], bytes | None]:
+    """The plain chunks of one stored blob, fed through a BlobCheck as they are produced."""
+    decoder_holds_more = False
 
-    def __init__(self, raw: BinaryIO, check: BlobCheck) -> None:
-        self._raw = raw
-        self._check = check
-        self._buf = b""
-        self._pos = 0
-        self._decoder_holds_more = False
-        self._eof = False
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, target: bytearray | memoryview) -> int:  # type: ignore[override]
-        while self._pos >= len(self._buf) and not self._eof:
-            self._step()
-        n = min(len(target), len(self._buf) - self._pos)
-        target[:n] = self._buf[self._pos : self._pos + n]
-        self._pos += n
-        return n
-
-    def _step(self) -> None:
-        if self._decoder_holds_more:
-            out, consumed = self._check.inflate(b"", CHUNK)
+    def next_chunk() -> bytes | None:
+        nonlocal decoder_holds_more
+        if decoder_holds_more:
+            out, consumed = check.inflate(b"", CHUNK)
         else:
-            data = self._raw.read(CHUNK)
+            data = raw.read(CHUNK)
             if not data:
-                self._eof = True
-                return
-            self._check.feed_raw(data)
+                return None
+            check.feed_raw(data)
             # Bounded output per step, so a decompression bomb cannot fill memory.
-            out, consumed = self._check.inflate(data, CHUNK)
-        self._decoder_holds_more = not consumed
-        self._check.feed_plain(out)
-        self._buf = b"".join(out)
-        self._pos = 0
+            out, consumed = check.inflate(data, CHUNK)
+        decoder_holds_more = not consumed
+        check.feed_plain(out)
+        return b"".join(out)
+
+    return next_chunk
 
 
 def open_blob_file(paths: Mapping[str, Path]) -> OpenLayer:
@@ -107,7 +90,7 @@ def open_blob_file(paths: Mapping[str, Path]) -> OpenLayer:
             raise NotFoundError(f"no stored blob for layer {ref.index} ({ref.digest})")
         check = BlobCheck(ref.digest, ref.size, ref.diff_id, raw_out=None, plain_out=None)
         with open(path, "rb") as raw:
-            stream = io.BufferedReader(_VerifiedPlain(raw, check), CHUNK)
+            stream = cast(BinaryIO, ChunkReader(_verified_chunks(raw, check)))
             yield stream
             drain(stream)
             check.finish()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import IO, BinaryIO, Literal
 
@@ -125,9 +125,18 @@ def _marker(path: str, name: str) -> Member | None:
 def walk_layer(stream: BinaryIO) -> Iterator[tuple[Member, IO[bytes] | None]]:
     """Each member of a plain layer tar with, for regular files, a reader over its bytes
     (valid until the next member). The stream is read to its end."""
+    # Seekable (a ChunkReader, a file), tarfile skips data by seeking instead of reading it
+    # through its stream buffer 10 KiB at a time (chunks.py has the measurement).
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as tf:
-            for info in tf:
+        with (
+            tarfile.open(fileobj=stream, mode="r:")
+            if stream.seekable()
+            else tarfile.open(fileobj=stream, mode="r|")
+        ) as tf:
+            while (info := tf.next()) is not None:
+                # Nothing looks members up by name here, and a layer of 100k files would
+                # otherwise hold every TarInfo until its end.
+                tf.members.clear()  # type: ignore[attr-defined]
                 member = classify(info)
                 if member is not None:
                     yield member, tf.extractfile(info) if member.kind == "file" else None
@@ -142,11 +151,16 @@ def with_digest(member: Member, data: IO[bytes]) -> Member:
     return replace(member, sha256="sha256:" + digest.hexdigest())
 
 
-def listing(stream: BinaryIO, content_digests: bool = False) -> list[Member]:
+# Which files' bytes to hash: all (True), none (False), or those whose path it accepts.
+DigestFilter = bool | Callable[[str], bool]
+
+
+def listing(stream: BinaryIO, content_digests: DigestFilter = False) -> list[Member]:
     """Every member of one layer, in tar order; optionally with content digests."""
     out = []
     for member, data in walk_layer(stream):
-        out.append(with_digest(member, data) if content_digests and data is not None else member)
+        hashed = content_digests(member.path) if callable(content_digests) else content_digests
+        out.append(with_digest(member, data) if hashed and data is not None else member)
     return out
 
 

@@ -16,12 +16,11 @@ nothing writes after the command has cleaned up.
 
 from __future__ import annotations
 
-import io
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future
 from contextlib import asynccontextmanager, contextmanager
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO, TypeVar, cast
 
 import anyio
 from anyio.from_thread import BlockingPortal
@@ -30,7 +29,8 @@ from occystrap.concurrency import Limits, first_error
 from occystrap.engine import batch_size
 from occystrap.errors import NotFoundError, OccystrapError
 from occystrap.events import BlobDone, BlobProgress, BlobQueued, BlobStarted, BlobVerifying, Event, Reporter
-from occystrap.forensics.layers import CHUNK, LayerRef, OpenLayer, drain
+from occystrap.forensics.chunks import ChunkReader
+from occystrap.forensics.layers import LayerRef, OpenLayer, drain
 from occystrap.model import Descriptor, Image
 from occystrap.pipeline import BlobStages, Channel, feed_from
 from occystrap.reference import Reference
@@ -39,9 +39,9 @@ from occystrap.streamcheck import BlobCheck
 
 T = TypeVar("T")
 
-# Plain chunks waiting for the reader (each at most 256 KiB from a decoder, 1 MiB from a
-# plain layer in a local layout): with the stages' own batches, 2-5 MiB per layer in flight.
-PLAIN_DEPTH = 4
+# Batches of plain chunks waiting for the reader (a stage's batch inflated, about 1-2 MiB):
+# with the stages' own batches, 3-5 MiB per layer in flight.
+PLAIN_DEPTH = 2
 
 
 class Interrupted(OccystrapError):
@@ -55,38 +55,30 @@ class _Transfer:
 
     def __init__(self, ref: LayerRef) -> None:
         self.ref = ref
-        self.plain: Channel[bytes] = Channel(PLAIN_DEPTH)
+        self.plain: Channel[list[bytes]] = Channel(PLAIN_DEPTH)
         self.ended = threading.Event()
         self.error: BaseException | None = None
         self.future: Future[None] | None = None
 
 
-class _PlainReader(io.RawIOBase):
-    """The worker's side of a transfer: blocking reads of the plain bytes, EOF once verified."""
+def _plain_chunks(t: _Transfer, streams: Streams) -> Callable[[], bytes | None]:
+    """The worker's side of a transfer: blocking gets of the plain chunks, the end once verified."""
 
-    def __init__(self, transfer: _Transfer, streams: Streams) -> None:
-        self._t = transfer
-        self._streams = streams
-        self._chunk = b""
-        self._pos = 0
+    held: list[bytes] = []
 
-    def readable(self) -> bool:
-        return True
+    def next_chunk() -> bytes | None:
+        while not held:
+            batch = t.plain.get()
+            if batch is None:
+                t.ended.wait()
+                streams.raise_if_interrupted()
+                if t.error is not None:
+                    raise t.error
+                return None
+            held.extend(reversed(batch))
+        return held.pop()
 
-    def readinto(self, target: bytearray | memoryview) -> int:  # type: ignore[override]
-        while self._pos >= len(self._chunk):
-            chunk = self._t.plain.get()
-            if chunk is None:
-                self._t.ended.wait()
-                self._streams.raise_if_interrupted()
-                if self._t.error is not None:
-                    raise self._t.error
-                return 0
-            self._chunk, self._pos = chunk, 0
-        n = min(len(target), len(self._chunk) - self._pos)
-        target[:n] = self._chunk[self._pos : self._pos + n]
-        self._pos += n
-        return n
+    return next_chunk
 
 
 class Streams:
@@ -223,7 +215,7 @@ class Streams:
                     missed = self._interrupted  # interrupt() ran before there was a task to cancel
                 if missed:
                     future.cancel()
-                stream = io.BufferedReader(_PlainReader(t, self), CHUNK)
+                stream = cast(BinaryIO, ChunkReader(_plain_chunks(t, self)))
                 yield stream
                 drain(stream)  # EOF comes after the checks: this raises if they failed
                 finished = True

@@ -42,9 +42,10 @@ class Resumable(Protocol):
 
 @runtime_checkable
 class PlainWriter(Protocol):
-    """A target that also wants the uncompressed bytes (an uncompressed tarball's layer)."""
+    """A target that also wants the uncompressed bytes (an uncompressed tarball's layer),
+    handed over a decoder step's chunks at a time."""
 
-    def write_plain(self, data: bytes) -> None: ...
+    def write_plain(self, chunks: list[bytes]) -> None: ...
 
 
 @runtime_checkable
@@ -237,8 +238,9 @@ class RawAndPlainTarget(RawBlobTarget):
         super().restart()
         self._plain.restart()
 
-    def write_plain(self, data: bytes) -> None:
-        self._plain.write(data)
+    def write_plain(self, chunks: list[bytes]) -> None:
+        for data in chunks:
+            self._plain.write(data)
 
     def _commit(self) -> None:
         try:
