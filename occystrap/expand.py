@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from occystrap.errors import UnsafeArchiveError
+from occystrap.tarstream import members, open_tar
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -300,8 +301,8 @@ def apply_layer(stream: IO[bytes], writers: list[TreeWriter]) -> None:
     """Read one plain layer tar to its end, applying every member to each writer."""
     for w in writers:
         w.begin_layer()
-    with tarfile.open(fileobj=stream, mode="r|") as tf:
-        for member in tf:
+    with open_tar(stream) as tf:
+        for member in members(tf):
             if member.isreg():
                 # Each writer needs the bytes: spool once if several writers share the member.
                 if len(writers) == 1:

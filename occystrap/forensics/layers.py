@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from occystrap.errors import ManifestError, NotFoundError
-from occystrap.forensics.chunks import ChunkReader
 from occystrap.model import Image
 from occystrap.streamcheck import BlobCheck
+from occystrap.tarstream import ChunkReader
 
 # Large steps: hashlib and the decoders release the GIL only on large buffers, and tarfile's
 # own reads are small, so a C-level buffer sits between them.

@@ -17,6 +17,7 @@ from typing import IO, BinaryIO, Literal
 from occystrap.errors import IntegrityError, UnsafeArchiveError
 from occystrap.expand import AUFS_META, OPAQUE, WHITEOUT, clean_name, link_escapes
 from occystrap.forensics.layers import drain
+from occystrap.tarstream import members, open_tar
 
 Kind = Literal["file", "dir", "symlink", "hardlink", "char", "block", "fifo", "whiteout", "opaque"]
 ENTRY_KINDS = ("file", "dir", "symlink", "hardlink", "char", "block", "fifo")
@@ -125,18 +126,9 @@ def _marker(path: str, name: str) -> Member | None:
 def walk_layer(stream: BinaryIO) -> Iterator[tuple[Member, IO[bytes] | None]]:
     """Each member of a plain layer tar with, for regular files, a reader over its bytes
     (valid until the next member). The stream is read to its end."""
-    # Seekable (a ChunkReader, a file), tarfile skips data by seeking instead of reading it
-    # through its stream buffer 10 KiB at a time (chunks.py has the measurement).
     try:
-        with (
-            tarfile.open(fileobj=stream, mode="r:")
-            if stream.seekable()
-            else tarfile.open(fileobj=stream, mode="r|")
-        ) as tf:
-            while (info := tf.next()) is not None:
-                # Nothing looks members up by name here, and a layer of 100k files would
-                # otherwise hold every TarInfo until its end.
-                tf.members.clear()  # type: ignore[attr-defined]
+        with open_tar(stream) as tf:
+            for info in members(tf):
                 member = classify(info)
                 if member is not None:
                     yield member, tf.extractfile(info) if member.kind == "file" else None

@@ -29,13 +29,13 @@ from occystrap.concurrency import Limits, first_error
 from occystrap.engine import batch_size
 from occystrap.errors import NotFoundError, OccystrapError
 from occystrap.events import BlobDone, BlobProgress, BlobQueued, BlobStarted, BlobVerifying, Event, Reporter
-from occystrap.forensics.chunks import ChunkReader
 from occystrap.forensics.layers import LayerRef, OpenLayer, drain
 from occystrap.model import Descriptor, Image
 from occystrap.pipeline import BlobStages, Channel, feed_from
 from occystrap.reference import Reference
 from occystrap.sources.base import Source
 from occystrap.streamcheck import BlobCheck
+from occystrap.tarstream import ChunkReader
 
 T = TypeVar("T")
 

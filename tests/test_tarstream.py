@@ -1,4 +1,4 @@
-"""forensics.chunks: tarfile reading a layer through seeks over a stream of chunks."""
+"""tarstream: tarfile reading a layer through seeks over a stream of chunks."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import BinaryIO, cast
 
 import pytest
 
-from occystrap.forensics.chunks import ChunkReader
 from occystrap.forensics.members import listing
+from occystrap.tarstream import ChunkReader
 from tests.support.images import directory, file, hardlink, make_tar, symlink
 
 ENTRIES = [
