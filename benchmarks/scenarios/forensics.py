@@ -149,8 +149,8 @@ def forensics(ctx: BenchContext) -> ScenarioResult:
         "&& tar -C B/rootfs -cf out.tar .` (one command line, timed as a whole).",
         "ratio = median wall time / the median of the tool in 'vs'; paired = median of per-round ratios.",
         f"{FILES} and {FETCH} verify the same bytes (digest, inflate, diff_id); {FILES} also parses the "
-        f"tar where {FETCH} writes the blob. {DIFF} also hashes the contents of every file of both images "
-        "(the library's diff compares files by sha256), the shared base included.",
+        f"tar where {FETCH} writes the blob. {DIFF} also reads big-v2's layer and hashes the files of "
+        "both images that differ in layers (the base's only where an upper layer touches them).",
     ]
     notes += failure_notes(by_tool.values())
     return ScenarioResult(
