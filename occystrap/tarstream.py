@@ -86,7 +86,7 @@ class ChunkReader(io.RawIOBase):
 
     def readall(self) -> bytes:
         pieces = []
-        while piece := self.read(1 << 20):
+        while piece := self.read(CHUNK):
             pieces.append(piece)
         return b"".join(pieces)
 

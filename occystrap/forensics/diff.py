@@ -183,7 +183,7 @@ class _Touched:
         """Add the targets of touched hardlinks that hold a file whose bytes were not hashed;
         whether there were any."""
         missing = {
-            (v.target or "/")[1:]
+            v.target[1:]
             for table in tables
             for path, v in table.final().items()
             if v.type == "hardlink"

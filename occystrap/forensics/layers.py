@@ -18,8 +18,8 @@ from occystrap.model import Image
 from occystrap.streamcheck import BlobCheck
 from occystrap.tarstream import ChunkReader
 
-# Large steps: hashlib and the decoders release the GIL only on large buffers, and tarfile's
-# own reads are small, so a C-level buffer sits between them.
+# Large steps: hashlib and the decoders release the GIL only on large buffers (tarfile's own
+# small reads are served from these chunks by the ChunkReader).
 CHUNK = 1024 * 1024
 
 
