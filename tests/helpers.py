@@ -1,4 +1,4 @@
-"""Running the real CLI in a subprocess, as a user would."""
+"""Running the real CLI in a subprocess, as a user would, and altering what it wrote."""
 
 from __future__ import annotations
 
@@ -76,3 +76,12 @@ def read_lock(path: Path) -> dict[str, dict[str, dict[str, str]]]:
     assert doc["version"] == 2 and list(doc) == ["version", "images"], doc
     images: dict[str, dict[str, dict[str, str]]] = doc["images"]
     return images
+
+
+def flip_byte(path: Path, at: int, mask: int = 0xFF) -> None:
+    """Alter one byte of a file in place: same size, other content."""
+    with open(path, "r+b") as fh:
+        fh.seek(at)
+        byte = fh.read(1)
+        fh.seek(at)
+        fh.write(bytes([byte[0] ^ mask]))

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_tool
-from tests.helpers import fails, occystrap, ok
+from tests.helpers import fails, flip_byte, occystrap, ok
 from tests.support import images
 from tests.support.faultproxy import Fault, FaultProxy
 from tests.support.images import BuiltImage, Entry
@@ -46,14 +46,6 @@ class World:
     tampered_tar: Path  # the same, one layer byte altered
     malformed_tar: Path  # a tarball whose manifest.json is not JSON
     a_file: Path  # a regular file, where a directory is wanted
-
-
-def _flip(path: Path, at: int) -> None:
-    with open(path, "r+b") as fh:
-        fh.seek(at)
-        byte = fh.read(1)
-        fh.seek(at)
-        fh.write(bytes([byte[0] ^ 0xFF]))
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +84,7 @@ def world(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Itera
             ok("fetch-to-extracted", "-q", "--use-unique-names", f"{registry.host}/{repo}", TAG, str(merged))
         tampered = tmp / "tampered"
         ok("fetch-to-extracted", "-q", "--use-unique-names", f"{registry.host}/codes/app", TAG, str(tampered))
-        _flip(tampered / "blobs" / "sha256" / app.layers[1].digest[7:], 4)
+        flip_byte(tampered / "blobs" / "sha256" / app.layers[1].digest[7:], 4)
         bad_catalog = tmp / "bad-catalog"
         ok(
             "fetch-to-extracted",

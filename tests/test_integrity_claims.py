@@ -30,7 +30,7 @@ from occystrap.model import Descriptor, Image, Layer, build_image
 from occystrap.resolve import small_blob
 from occystrap.sinks import directory
 from occystrap.sinks.directory import DirectorySink
-from tests.helpers import error_line, fails, leftovers, ok
+from tests.helpers import error_line, fails, flip_byte, leftovers, ok
 from tests.support import images
 from tests.support.faultproxy import Fault, FaultProxy
 from tests.support.images import BuiltImage
@@ -78,15 +78,6 @@ def _mtime_changed(data: bytes) -> bytes:
     changed = bytearray(data)
     changed[MTIME_BYTE] ^= 0xFF
     return bytes(changed)
-
-
-def _flip(path: Path, at: int) -> None:
-    """Alter one byte of a file in place: same size, other content."""
-    with open(path, "r+b") as fh:
-        fh.seek(at)
-        byte = fh.read(1)
-        fh.seek(at)
-        fh.write(bytes([byte[0] ^ 0xFF]))
 
 
 def _tar_layers(out: Path, image: BuiltImage) -> None:
@@ -236,7 +227,7 @@ def test_merged_directory_reuses_a_same_size_tampered_blob_only_after_rehashing(
     ok(*args, env=_env(tmp_path))
     big = image.layers[2]
     blob = _blob(target, big.digest)
-    _flip(blob, big.size // 2)  # same name, same size, other bytes
+    flip_byte(blob, big.size // 2)  # same name, same size, other bytes
     assert blob.stat().st_size == big.size
     ok(*args, env=_env(tmp_path))
     # The damaged blob was fetched again; the sound ones were reused without a transfer.
@@ -265,7 +256,7 @@ def test_tarball_layer_that_the_progress_file_calls_complete_is_rehashed(
     partial = _partial_tarball(outdir)
     data = partial.read_bytes()
     assert data.count(big.data) == 1 and data.count(middle.data) == 1
-    _flip(partial, data.index(big.data) + big.size // 2)
+    flip_byte(partial, data.index(big.data) + big.size // 2)
     proxy.clear()
     ok(*args, env=_env(tmp_path))
     # The altered layer was fetched again; the intact complete one was not.
@@ -289,11 +280,11 @@ def test_resumed_prefix_that_fails_its_check_is_fetched_again(
     if command == "fetch-to-tarfile":
         partial = _partial_tarball(outdir)
         start = partial.read_bytes().index(big.data[:4096])
-        _flip(partial, start + 1000)
+        flip_byte(partial, start + 1000)
     else:
         [partial] = list(out.rglob(f".{big.digest[7:]}.partial"))
         assert partial.stat().st_size > 1000
-        _flip(partial, 1000)
+        flip_byte(partial, 1000)
     ok(*args, env=_env(tmp_path))
     ranges = [s.range for s in proxy.seen(big.digest, "GET")]
     # Resumed after the kept prefix; that failed its digest, so the blob came again from byte 0.
@@ -319,7 +310,7 @@ def test_recreate_image_refuses_a_tampered_blob(
     layer = image.layers[1]
     blob = _blob(target, layer.digest)
     if damage == "mtime":
-        _flip(blob, MTIME_BYTE)  # still valid gzip of the same tar, same size
+        flip_byte(blob, MTIME_BYTE)  # still valid gzip of the same tar, same size
     else:
         blob.write_bytes(layer.data[:-100])
     outdir = tmp_path / "out"
@@ -338,7 +329,7 @@ def test_tarfile_to_extracted_refuses_a_tampered_blob(
     ok("fetch-to-tarfile", "-q", f"{registry.host}/{REPO}", TAG, str(saved))
     layer = image.layers[1]
     start = saved.read_bytes().index(layer.data)
-    _flip(saved, start + (MTIME_BYTE if damage == "mtime" else layer.size // 2))
+    flip_byte(saved, start + (MTIME_BYTE if damage == "mtime" else layer.size // 2))
     target = tmp_path / "imported"
     proc = fails("tarfile-to-extracted", "-q", str(saved), str(target))
     assert proc.returncode == 6
@@ -376,7 +367,7 @@ def test_push_of_a_tampered_blob_never_lands(
     target = tmp_path / "mirror"
     ok("fetch-to-extracted", "-q", "--use-unique-names", f"{registry.host}/{REPO}", TAG, str(target))
     layer = image.layers[0]
-    _flip(_blob(target, layer.digest), MTIME_BYTE)
+    flip_byte(_blob(target, layer.digest), MTIME_BYTE)
     proc = fails("push", "-q", "--retries", "1", str(target), f"{dest.host}/site")
     assert proc.returncode == 6
     assert "digest mismatch" in error_line(proc) and layer.digest in error_line(proc)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import fails, ok
+from tests.helpers import fails, flip_byte, ok
 from tests.support import images
 from tests.support.images import BuiltImage, Entry
 from tests.support.registry import Registry
@@ -67,14 +67,6 @@ def _verify_fails(path: Path) -> list[str]:
 
 def _blob(directory: Path, digest: str) -> Path:
     return directory / "blobs" / "sha256" / digest.removeprefix("sha256:")
-
-
-def _flip(path: Path, offset: int) -> None:
-    with open(path, "r+b") as fh:
-        fh.seek(offset)
-        byte = fh.read(1)
-        fh.seek(offset)
-        fh.write(bytes([byte[0] ^ 0x40]))
 
 
 # --- sound outputs --------------------------------------------------------------
@@ -163,11 +155,11 @@ def extracted(registry: Registry, pushed: dict[str, BuiltImage], tmp_path: Path)
 def test_flipped_byte_in_a_layer(extracted: Path, pushed: dict[str, BuiltImage]) -> None:
     for i, layer in enumerate(pushed["mixed"].layers):
         path = _blob(extracted, layer.digest)
-        _flip(path, layer.size // 2)
+        flip_byte(path, layer.size // 2, mask=0x40)
         [line] = _verify_fails(extracted)
         assert line.startswith(f"blobs/sha256/{layer.digest[7:]}: content hashes to sha256:")
         assert f"layer {i + 1} of" in line
-        _flip(path, layer.size // 2)
+        flip_byte(path, layer.size // 2, mask=0x40)
     _verify_ok(extracted)
 
 
@@ -179,7 +171,7 @@ def test_flipped_byte_inside_a_tarball(
     layer = pushed["mixed"].layers[1]
     with tarfile.open(tar) as tf:
         offset = tf.getmember(f"blobs/sha256/{layer.digest[7:]}").offset_data
-    _flip(tar, offset + 10)
+    flip_byte(tar, offset + 10, mask=0x40)
     [line] = _verify_fails(tar)
     assert line.startswith(f"blobs/sha256/{layer.digest[7:]}: content hashes to")
 
