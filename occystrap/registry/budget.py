@@ -5,16 +5,16 @@ Docker Hub counts manifest GETs (HEADs are free) and answers 429 once the quota 
 without a Retry-After. A run that keeps retrying then only dies later, mid-image. Instead:
 a 429 that reports nothing left stops at once with one line saying when the quota refills,
 and with a reserve, each manifest GET is admitted only while what the registry last
-reported, less the GETs already in flight, stays at or above the reserve after it.
+reported, less the GETs already in flight, stays at or above the reserve after it; one that
+would not waits for those in flight to report, and is refused only on the registry's own count.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import replace
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 
 from occystrap.errors import OccystrapError, RateLimitedError
 from occystrap.registry.ratelimit import Quota, parse
@@ -36,6 +36,7 @@ class Budget:
         self.reserve = reserve
         self.quotas: dict[str, Quota] = {}
         self._in_flight: dict[str, int] = {}
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._probes: dict[str, asyncio.Lock] = {}
         self._probed: set[str] = set()
         # Every refusal this run: a stopped mirror tells an image held back by the reserve
@@ -92,17 +93,25 @@ class Budget:
                 await head()
             self._probed.add(registry)
 
-    @contextmanager
-    def spend(self, registry: str) -> Iterator[Callable[[], None]]:
+    @asynccontextmanager
+    async def spend(self, registry: str) -> AsyncIterator[Callable[[], None]]:
         """Around one counted request (a manifest GET): refused when it would touch the reserve.
         Yields `settle`, to call once the response's own count has been observed."""
-        quota = self.quotas.get(registry)
-        in_flight = self._in_flight.get(registry, 0)
-        if self.reserve is not None and quota is not None and quota.remaining - in_flight - 1 < self.reserve:
-            refusal = QuotaReserveReached(self.reserve_message(registry, in_flight), registry)
-            self.refusals.append(refusal)
-            raise refusal
-        self._in_flight[registry] = in_flight + 1
+        while self.reserve is not None and (quota := self.quotas.get(registry)) is not None:
+            in_flight = self._in_flight.get(registry, 0)
+            if quota.remaining - in_flight - 1 >= self.reserve:
+                break
+            if in_flight == 0:
+                refusal = QuotaReserveReached(self.reserve_message(registry), registry)
+                self.refusals.append(refusal)
+                raise refusal
+            # Near the reserve, the GETs in flight decide: a registry counts a request when it
+            # arrives, so a reply may already include the others in flight (CI once refused the
+            # last tag a pull too early by counting one twice). Wait for them and decide exactly.
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.setdefault(registry, []).append(waiter)
+            await waiter
+        self._in_flight[registry] = self._in_flight.get(registry, 0) + 1
         settled = False
 
         def settle() -> None:
@@ -110,19 +119,21 @@ class Budget:
             if not settled:
                 settled = True
                 self._in_flight[registry] -= 1
+                for waiter in self._waiters.pop(registry, []):
+                    if not waiter.done():
+                        waiter.set_result(None)
 
         try:
             yield settle
         finally:
             settle()
 
-    def reserve_message(self, registry: str, in_flight: int = 0) -> str:
+    def reserve_message(self, registry: str) -> str:
         """Why a run stops for the reserve, and when the quota refills."""
         quota = self.quotas[registry]
-        left = replace(quota, remaining=max(0, quota.remaining - in_flight))
         return (
             f"{registry}: stopped to keep a reserve of {self.reserve} pull{'' if self.reserve == 1 else 's'}"
-            f" ({left.describe()});"
+            f" ({quota.describe()});"
             f" {quota.refill()}: run the same command again then to carry on, what was mirrored is kept"
         )
 

@@ -124,16 +124,18 @@ class RegistryClient:
 
         async def once() -> tuple[bytes, str]:
             # Docker Hub counts manifest GETs: each is admitted against the reserve, if any.
-            with self.budget.spend(ref.registry) as settle:
-                async with self.request("GET", ref, path, {"Accept": ACCEPT}) as resp:
-                    settle()
-                    if resp.status == 404:
-                        what = f"digest {target}" if target.startswith("sha256:") else f"tag {target!r}"
-                        raise NotFoundError(f"{ref.full_name}: {what} not found on {ref.registry}")
-                    if resp.status != 200:
-                        raise TransferError(f"GET {path} on {ref.registry}: HTTP {resp.status}")
-                    body = await read_capped(resp, f"manifest for {ref}")
-                    return body, (resp.headers.get("Content-Type") or "").split(";")[0].strip()
+            async with (
+                self.budget.spend(ref.registry) as settle,
+                self.request("GET", ref, path, {"Accept": ACCEPT}) as resp,
+            ):
+                settle()
+                if resp.status == 404:
+                    what = f"digest {target}" if target.startswith("sha256:") else f"tag {target!r}"
+                    raise NotFoundError(f"{ref.full_name}: {what} not found on {ref.registry}")
+                if resp.status != 200:
+                    raise TransferError(f"GET {path} on {ref.registry}: HTTP {resp.status}")
+                body = await read_capped(resp, f"manifest for {ref}")
+                return body, (resp.headers.get("Content-Type") or "").split(";")[0].strip()
 
         data, declared = await self.retry.run(once, f"{self.base_url(ref)}{path}")
         digest = digests.of(data)
