@@ -5,7 +5,7 @@ HEADs free, 429 once spent) in front of the real registry, and counts what the C
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,6 +179,41 @@ def test_a_rerun_of_an_up_to_date_mirror_spends_no_quota(
         assert quota.counted == first + 1
         assert f"{host}/{REPO}: 1 updated (v0), 3 unchanged\n" in proc.stderr
         assert _catalog(dest)[f"{host}/{REPO}"]["v0"]["manifest_digest"] == pushed.tags["v5"].manifest_digest
+    finally:
+        pushed.registry.push_image(REPO, "v0", pushed.tags["v0"])
+
+
+def test_a_rerun_of_an_up_to_date_mirror_into_a_registry_spends_no_quota(
+    pushed: Pushed, quota_proxy: FaultProxy, registry_factory: Callable[..., Registry], tmp_path: Path
+) -> None:
+    """The source is HEADed; the manifests the plan needs are read from the destination."""
+    quota = RateLimit(limit=100)
+    quota_proxy.set_rate_limit(quota)
+    host = quota_proxy.host
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        f"images:\n  - name: {host}/{REPO}\n    tags: [v0, v1, v2]\n"
+        f"  - name: {host}/{MULTI}\n    tags: [v1]\n    platforms: all\n"
+    )
+    dest = f"docker://{registry_factory().host}/site"
+    ok("mirror", "-q", str(spec), dest, env=_env(tmp_path))
+    first = quota.counted
+    assert first >= 4
+
+    quota_proxy.reset_counts()
+    proc = ok("mirror", "--progress", "plain", str(spec), dest, env=_env(tmp_path))
+    assert quota.counted == first, "an up-to-date mirror spent pulls"
+    # The source is sent one free HEAD per tag, nothing else: configs come from DEST too.
+    assert quota_proxy.count("/manifests/", "HEAD") == 4
+    assert _manifest_gets(quota_proxy) == 0 and quota_proxy.count("/blobs/", "GET") == 0
+    assert f"{host}/{REPO}: 3 unchanged\n" in proc.stderr and f"{host}/{MULTI}: 1 unchanged\n" in proc.stderr
+
+    # A tag that moved costs its own pull, and only that.
+    pushed.registry.push_image(REPO, "v0", pushed.tags["v5"])
+    try:
+        proc = ok("mirror", "--progress", "plain", str(spec), dest, env=_env(tmp_path))
+        assert quota.counted == first + 1
+        assert f"{host}/{REPO}: 1 updated (v0), 2 unchanged\n" in proc.stderr
     finally:
         pushed.registry.push_image(REPO, "v0", pushed.tags["v0"])
 

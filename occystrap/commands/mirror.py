@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -15,6 +15,9 @@ from occystrap.commands.sharding import shard_options
 from occystrap.errors import OccystrapError, UsageError
 from occystrap.shard.split import Shard
 from occystrap.sources.base import Source
+
+if TYPE_CHECKING:
+    from occystrap.naming import Placement
 
 
 @click.command("mirror")
@@ -189,7 +192,10 @@ def mirror_cmd(
         names = [s.name for s in wanted.images] if wanted is not None else sorted(lock)
         reporter.emit(RunStarted(tuple(names), dest_text, upload=into_registry))
         pulled = await registry_source(ctx)
-        source = pulled if into_registry else await _planning_source(ctx, pulled, dest, keep=not dry_run)
+        if placement is not None:
+            source = await _destination_first(ctx, pulled, placement)
+        else:
+            source = await _planning_source(ctx, pulled, dest, keep=not dry_run)
         budget = (await ctx.client()).budget
         make_planner = reserve_.ReservePlanner if reserve is not None else plan.Planner
         planner = make_planner(source, ctx.platform, ctx.limits.resolves)
@@ -289,3 +295,11 @@ async def _planning_source(ctx: Context, source: Source, dest: Path, keep: bool)
     held = LayoutReader.open(dest)
     ctx.stack.callback(held.close)
     return LocalFirst(source, held, dest if keep else None)
+
+
+async def _destination_first(ctx: Context, source: Source, placement: Placement) -> Source:
+    """A registry DEST is asked for the manifests it already holds (see DestinationFirst)."""
+    from occystrap.sources.destfirst import DestinationFirst
+    from occystrap.sources.registry import RegistrySource
+
+    return DestinationFirst(source, RegistrySource(await ctx.client(), "destination"), placement)
