@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from occystrap import digest as digests
 from occystrap.digest import Digest, is_digest
 from occystrap.errors import OccystrapError
-from occystrap.mediatypes import MAX_MANIFEST_BYTES
+from occystrap.mediatypes import INDEX_TYPES, MAX_MANIFEST_BYTES
 from occystrap.model import Descriptor
 from occystrap.naming import Placement
 from occystrap.reference import Reference
@@ -52,7 +52,12 @@ class DestinationFirst:
             held = await self._from_destination(ref, named) if named is not None else None
             if held is not None:
                 return held
-        return await self.source.manifest(ref, target)
+        fetched = await self.source.manifest(ref, target)
+        if fetched.media_type in INDEX_TYPES:
+            # A single platform mirrored from an index: DEST holds the platform's manifest,
+            # not the index, so the index costs its pull but the child need not.
+            self._expected.update(_named(fetched.data))
+        return fetched
 
     async def _from_destination(self, ref: Reference, digest: str) -> Fetched | None:
         if digest not in self._held:
