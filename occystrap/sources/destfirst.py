@@ -1,9 +1,9 @@
 """For a mirror into a registry: what the destination already holds is read from it, so a
 re-run of an up-to-date mirror spends none of the source's pull quota.
 
-Docker Hub counts manifest GETs, not HEADs. A tag is asked of the source with a HEAD; when
-the destination holds the manifest that digest names (one GET there, by digest, verified
-against it), the plan is built from the destination's copy. What such a manifest names that
+A tag is asked of the source with a HEAD (HeldFirst); when the destination holds the
+manifest that digest names (one GET there, by digest, verified against it), the plan is
+built from the destination's copy. What such a manifest names that
 the plan reads (an index's children, a manifest's config) is asked of the destination first
 too, and checked against its digest; anything it lacks comes from the source, so a wrong
 guess costs one request, never a wrong byte. This is regsync's rule (compare
@@ -16,70 +16,54 @@ import json
 from collections.abc import AsyncIterator
 
 from occystrap import digest as digests
-from occystrap.digest import Digest, is_digest
 from occystrap.errors import OccystrapError
 from occystrap.mediatypes import INDEX_TYPES, MAX_MANIFEST_BYTES
 from occystrap.model import Descriptor
 from occystrap.naming import Placement
 from occystrap.reference import Reference
-from occystrap.sources.base import Fetched, HasHead, HasReferrers, Source
+from occystrap.sources.base import Fetched, Source
+from occystrap.sources.heldfirst import HeldFirst
 
 
-class DestinationFirst:
+class DestinationFirst(HeldFirst):
     def __init__(self, source: Source, destination: Source, placement: Placement) -> None:
-        self.source = source
+        super().__init__(source)
         self.destination = destination
         self.placement = placement
-        # By digest: many tags of one manifest (400 tags over 20 manifests) read it once.
-        self._held: dict[str, Fetched | None] = {}
+        # Per repository (a registry holds content per repository, and one index may be
+        # mirrored into two: keyed by digest alone, which one was asked first decided the
+        # other's answer) and digest: many tags of one manifest read it once.
+        self._held: dict[tuple[str, str], Fetched | None] = {}
         # What manifests the destination held name: likely held too, so asked there first.
-        self._expected: set[str] = set()
+        self._expected: set[tuple[str, str]] = set()
 
-    @property
-    def name(self) -> str:
-        return self.source.name
-
-    async def manifest(self, ref: Reference, target: str | None = None) -> Fetched:
-        wanted = target or ref.reference
-        if is_digest(wanted):
-            held = await self._from_destination(ref, wanted) if wanted in self._expected else None
-            return held or await self.source.manifest(ref, target)
-        if isinstance(self.source, HasHead):
+    async def held(self, ref: Reference, digest: str, named: bool) -> Fetched | None:
+        key = (_repository(ref), digest)
+        if not named and key not in self._expected:
+            return None  # a first run would only hear 404s
+        if key not in self._held:
+            placed = self.placement.place(Reference(ref.registry, ref.repository, None, digest))
             try:
-                named = await self.source.head(Reference(ref.registry, ref.repository, wanted))
+                found: Fetched | None = await self.destination.manifest(placed, digest)
             except OccystrapError:
-                named = None  # the GET below says what is wrong, if anything is
-            held = await self._from_destination(ref, named) if named is not None else None
-            if held is not None:
-                return held
-        fetched = await self.source.manifest(ref, target)
+                found = None  # not there (or not readable): the source has it
+            self._held[key] = found
+            if found is not None:
+                self._expect(ref, found)
+        return self._held[key]
+
+    def _expect(self, ref: Reference, fetched: Fetched) -> None:
+        self._expected.update((_repository(ref), d) for d in _named(fetched.data))
+
+    def fetched(self, ref: Reference, fetched: Fetched) -> None:
         if fetched.media_type in INDEX_TYPES:
             # A single platform mirrored from an index: DEST holds the platform's manifest,
             # not the index, so the index costs its pull but the child need not.
-            self._expected.update(_named(fetched.data))
-        return fetched
-
-    async def _from_destination(self, ref: Reference, digest: str) -> Fetched | None:
-        if digest not in self._held:
-            placed = self.placement.place(Reference(ref.registry, ref.repository, None, digest))
-            try:
-                fetched: Fetched | None = await self.destination.manifest(placed, digest)
-            except OccystrapError:
-                fetched = None  # not there (or not readable): the source has it
-            self._held[digest] = fetched
-            if fetched is not None:
-                self._expected.update(_named(fetched.data))
-        return self._held[digest]
-
-    async def head(self, ref: Reference) -> Digest | None:
-        return await self.source.head(ref) if isinstance(self.source, HasHead) else None
-
-    async def referrers(self, ref: Reference, digest: str) -> list[Descriptor] | None:
-        # What refers to a manifest is the source's knowledge: the destination may lag.
-        return await self.source.referrers(ref, digest) if isinstance(self.source, HasReferrers) else None
+            self._expect(ref, fetched)
 
     async def blob(self, ref: Reference, desc: Descriptor, offset: int = 0) -> AsyncIterator[bytes]:
-        held = await self._small_blob(ref, desc) if desc.digest in self._expected else None
+        wanted = (_repository(ref), desc.digest) in self._expected
+        held = await self._small_blob(ref, desc) if wanted else None
         if held is not None:
             yield held[offset:]
             return
@@ -97,11 +81,9 @@ class DestinationFirst:
             return None
         return data if digests.of(data) == desc.digest else None
 
-    async def tags(self, ref: Reference) -> list[str]:
-        return await self.source.tags(ref)
 
-    async def aclose(self) -> None:
-        await self.source.aclose()
+def _repository(ref: Reference) -> str:
+    return f"{ref.registry}/{ref.repository}"
 
 
 def _named(data: bytes) -> list[str]:
