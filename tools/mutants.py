@@ -34,6 +34,7 @@ COPIED = ("occystrap", "tests", "pyproject.toml")
 CLAIMS = "tests/test_integrity_claims.py::"
 EDGES = "tests/test_registry_edges.py::"
 HOSTILE = "tests/test_extracted.py::test_hostile_layers_are_refused"
+HELD = "tests/test_held_first.py::"
 # One mutation's tests should take seconds; a mutant that hangs is stopped and counted as caught.
 TIMEOUT = 600
 
@@ -332,6 +333,42 @@ MUTATIONS: tuple[Mutation, ...] = (
         "mirror --keep-going: a failure is narrowed down to its images, the others are mirrored",
         (Edit("occystrap/mirror/run.py", "if err is None or not keep_going:", "if True:"),),
         (EDGES + "test_keep_going_when_a_blob_fails_mid_fetch[merged]",),
+    ),
+    Mutation(
+        "reserve-counts-in-flight",
+        "Budget.spend: the GETs in flight count against the pull-quota reserve until they report",
+        (
+            Edit(
+                "occystrap/registry/budget.py",
+                "if quota.remaining - in_flight - 1 >= self.reserve:",
+                "if quota.remaining - 1 >= self.reserve:",
+            ),
+        ),
+        ("tests/test_budget.py::test_a_get_whose_reply_counts_only_itself_still_holds_the_reserve",),
+    ),
+    Mutation(
+        "destination-config-digest",
+        "DestinationFirst: a config read from a registry DEST is used only when it hashes right",
+        (
+            Edit(
+                "occystrap/sources/destfirst.py",
+                "return data if digests.of(data) == desc.digest else None",
+                "return data",
+            ),
+        ),
+        (HELD + "test_a_config_the_destination_holds_wrongly_comes_from_the_source",),
+    ),
+    Mutation(
+        "destination-per-repository",
+        "DestinationFirst: what a registry DEST holds is known per repository, not by digest alone",
+        (Edit("occystrap/sources/destfirst.py", 'return f"{ref.registry}/{ref.repository}"', 'return ""'),),
+        (HELD + "test_what_one_repository_holds_does_not_answer_for_another",),
+    ),
+    Mutation(
+        "wrappers-pass-referrers",
+        "HeldFirst: an incremental mirror's source wrapper passes the referrers API on",
+        (Edit("occystrap/sources/heldfirst.py", "async def referrers(", "async def _referrers("),),
+        (HELD + "test_both_wrappers_pass_the_referrers_api_on",),
     ),
     Mutation(
         "help-example",
