@@ -85,7 +85,7 @@ async def test_both_wrappers_pass_the_referrers_api_on(tmp_path: Path) -> None:
     with LayoutReader.open(layout) as held:
         wrappers: list[HeldFirst] = [
             LocalFirst(source, held),
-            DestinationFirst(source, Memory("dest"), Placement("dest.example", "site")),
+            DestinationFirst(source, Memory("dest"), Placement("dest.example", "site").place),
         ]
         for wrapper in wrappers:
             assert isinstance(wrapper, HasReferrers)
@@ -97,7 +97,7 @@ async def test_a_tag_the_destination_holds_costs_the_source_no_get() -> None:
     digest, config = _image(source, "v1", b"one\n")
     dest.manifests[digest] = source.manifests[digest]
     dest.blobs[config.digest] = source.blobs[config.digest]
-    wrapper = DestinationFirst(source, dest, Placement("dest.example", "site"))
+    wrapper = DestinationFirst(source, dest, Placement("dest.example", "site").place)
     fetched = await wrapper.manifest(REF)
     assert fetched.digest == digest and fetched.data == source.manifests[digest]
     assert b"".join([c async for c in wrapper.blob(REF, config)]) == source.blobs[config.digest]
@@ -110,7 +110,7 @@ async def test_a_config_the_destination_holds_wrongly_comes_from_the_source() ->
     digest, config = _image(source, "v1", b"one\n")
     dest.manifests[digest] = source.manifests[digest]
     dest.blobs[config.digest] = b"{}"  # damaged at the destination
-    wrapper = DestinationFirst(source, dest, Placement("dest.example", "site"))
+    wrapper = DestinationFirst(source, dest, Placement("dest.example", "site").place)
     await wrapper.manifest(REF)
     assert b"".join([c async for c in wrapper.blob(REF, config)]) == source.blobs[config.digest]
     assert source.asked == [f"blob {config.digest}"]
@@ -119,7 +119,7 @@ async def test_a_config_the_destination_holds_wrongly_comes_from_the_source() ->
 async def test_what_the_destination_lacks_comes_from_the_source_without_asking_it_twice() -> None:
     source, dest = Memory("source"), Memory("dest")
     digest, config = _image(source, "v1", b"one\n")
-    wrapper = DestinationFirst(source, dest, Placement("dest.example", "site"))
+    wrapper = DestinationFirst(source, dest, Placement("dest.example", "site").place)
     for _ in range(2):
         assert (await wrapper.manifest(REF)).digest == digest
     assert b"".join([c async for c in wrapper.blob(REF, config)]) == source.blobs[config.digest]
@@ -148,7 +148,7 @@ async def test_what_one_repository_holds_does_not_answer_for_another() -> None:
         digest, _ = _image(source, "v1", b"shared\n")
         dest = OneRepository("dest", "site/team/app")
         dest.manifests[digest] = source.manifests[digest]
-        wrapper = DestinationFirst(source, dest, Placement("dest.example", "site"))
+        wrapper = DestinationFirst(source, dest, Placement("dest.example", "site").place)
         other = Reference("src.example", "team/other", "v1")
         for ref in [other, REF] if first_other else [REF, other]:
             assert (await wrapper.manifest(ref)).digest == digest

@@ -220,6 +220,24 @@ def test_a_rerun_of_an_up_to_date_mirror_into_a_registry_spends_no_quota(
         pushed.registry.push_image(REPO, "v0", pushed.tags["v0"])
 
 
+def test_copying_again_what_the_destination_registry_holds_spends_no_quota(
+    quota_proxy: FaultProxy, registry_factory: Callable[..., Registry], tmp_path: Path
+) -> None:
+    quota = RateLimit(limit=100)
+    quota_proxy.set_rate_limit(quota)
+    host, dest = quota_proxy.host, registry_factory().host
+    for args in (["v1", f"{dest}/copied/app:v1"], ["multi", f"{dest}/copied/app:multi", "--all"]):
+        tag, target, *flags = args
+        copy = ["copy", "-q", *flags, f"docker://{host}/{REPO}:{tag}", f"docker://{target}"]
+        ok(*copy, env=_env(tmp_path))
+        first = quota.counted
+        quota_proxy.reset_counts()
+        ok(*copy, env=_env(tmp_path))
+        assert quota.counted == first, f"copying {tag} again spent pulls"
+        assert _manifest_gets(quota_proxy) == 0 and quota_proxy.count("/blobs/", "GET") == 0
+    assert quota.counted == 1 + 3  # v1, then multi's index and its two platforms
+
+
 @pytest.mark.parametrize(("style", "refill"), [("dockerhub", "it refills within 6h"),
                                                ("ietf", "it refills in 10m")])  # fmt: skip
 def test_the_reserve_stops_cleanly_and_a_rerun_carries_on(

@@ -94,7 +94,7 @@ def copy_cmd(source: str, destination: str, all_platforms: bool, dry_run: bool, 
         opts["quiet"] = True
 
     async def body(ctx: Context) -> None:
-        from occystrap.commands.endpoints import open_sink, open_source
+        from occystrap.commands.endpoints import destination_first, open_sink, open_source
         from occystrap.engine import Item
         from occystrap.events import Info, RunStarted
         from occystrap.model import with_reference
@@ -102,9 +102,8 @@ def copy_cmd(source: str, destination: str, all_platforms: bool, dry_run: bool, 
         from occystrap.resolve import resolve, resolved_event
 
         src_source, src_ref = await open_source(ctx, src)
-        found = await resolve(
-            src_source, src_ref, ALL if all_platforms else ctx.platform, ctx.limits.resolves
-        )
+        planning = await destination_first(ctx, opts, src_source, dst)
+        found = await resolve(planning, src_ref, ALL if all_platforms else ctx.platform, ctx.limits.resolves)
         node = with_reference(found.nodes[0], destination_ref(dst, src_ref))
         sink = await open_sink(ctx, opts, dst, [node], src_source, src_ref, dry_run)
         if found.skipped and not all_platforms:
@@ -118,7 +117,7 @@ def copy_cmd(source: str, destination: str, all_platforms: bool, dry_run: bool, 
             return
         ctx.reporter.emit(RunStarted((str(node.reference),), str(dst), upload=dst.kind == "registry"))
         ctx.reporter.emit(resolved_event(node))
-        await ctx.engine.copy(src_source, sink, [Item(src_ref, node)])
+        await ctx.engine.copy(planning, sink, [Item(src_ref, node)])
 
     from occystrap.commands.endpoints import side_options
 

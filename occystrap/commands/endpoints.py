@@ -10,7 +10,7 @@ from occystrap.locations import Location
 from occystrap.model import Node, walk
 from occystrap.reference import Reference
 from occystrap.sinks.base import Sink
-from occystrap.sources.base import Source
+from occystrap.sources.base import HasHead, Source
 
 
 async def registry_source(ctx: Context, name: str = "registry") -> Source:
@@ -77,6 +77,23 @@ async def registry_sink(
     return RegistrySink(
         client, ctx.reporter, destination, known, dry_run=dry_run, chunk_size=ctx.upload_chunk_size
     )
+
+
+async def destination_first(ctx: Context, opts: dict[str, Any], source: Source, where: Location) -> Source:
+    """A registry source planned against what the destination registry already holds (its
+    own client and credentials), so copying what is already there spends no pull."""
+    if where.kind != "registry" or where.ref is None or not isinstance(source, HasHead):
+        return source
+    from occystrap.sources.destfirst import DestinationFirst
+    from occystrap.sources.registry import RegistrySource
+
+    dest = where.ref
+    client = await ctx.client("destination", client_options(side_options(opts, "dest")))
+
+    def place(ref: Reference) -> Reference:
+        return Reference(dest.registry, dest.repository, None, ref.digest)
+
+    return DestinationFirst(source, RegistrySource(client, "destination"), place)
 
 
 async def open_sink(

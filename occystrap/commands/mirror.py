@@ -302,4 +302,4 @@ async def _destination_first(ctx: Context, source: Source, placement: Placement)
     from occystrap.sources.destfirst import DestinationFirst
     from occystrap.sources.registry import RegistrySource
 
-    return DestinationFirst(source, RegistrySource(await ctx.client(), "destination"), placement)
+    return DestinationFirst(source, RegistrySource(await ctx.client(), "destination"), placement.place)

@@ -1,5 +1,5 @@
-"""For a mirror into a registry: what the destination already holds is read from it, so a
-re-run of an up-to-date mirror spends none of the source's pull quota.
+"""For a mirror or copy into a registry: what the destination already holds is read from it,
+so a re-run of an up-to-date mirror (or a copy) spends none of the source's pull quota.
 
 A tag is asked of the source with a HEAD (HeldFirst); when the destination holds the
 manifest that digest names (one GET there, by digest, verified against it), the plan is
@@ -13,23 +13,23 @@ digests with HEADs, pull only what moved); skopeo sync GETs every tag on every r
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from occystrap import digest as digests
 from occystrap.errors import OccystrapError
 from occystrap.mediatypes import INDEX_TYPES, MAX_MANIFEST_BYTES
 from occystrap.model import Descriptor
-from occystrap.naming import Placement
 from occystrap.reference import Reference
 from occystrap.sources.base import Fetched, Source
 from occystrap.sources.heldfirst import HeldFirst
 
 
 class DestinationFirst(HeldFirst):
-    def __init__(self, source: Source, destination: Source, placement: Placement) -> None:
+    def __init__(self, source: Source, destination: Source, place: Callable[[Reference], Reference]) -> None:
+        """place: where a source repository's content lands in the destination."""
         super().__init__(source)
         self.destination = destination
-        self.placement = placement
+        self.place = place
         # Per repository (a registry holds content per repository, and one index may be
         # mirrored into two: keyed by digest alone, which one was asked first decided the
         # other's answer) and digest: many tags of one manifest read it once.
@@ -42,7 +42,7 @@ class DestinationFirst(HeldFirst):
         if not named and key not in self._expected:
             return None  # a first run would only hear 404s
         if key not in self._held:
-            placed = self.placement.place(Reference(ref.registry, ref.repository, None, digest))
+            placed = self.place(Reference(ref.registry, ref.repository, None, digest))
             try:
                 found: Fetched | None = await self.destination.manifest(placed, digest)
             except OccystrapError:
@@ -74,7 +74,7 @@ class DestinationFirst(HeldFirst):
         """A config the destination holds, whole and hashing right; else None."""
         if desc.size > MAX_MANIFEST_BYTES:
             return None
-        placed = self.placement.place(Reference(ref.registry, ref.repository, None, desc.digest))
+        placed = self.place(Reference(ref.registry, ref.repository, None, desc.digest))
         try:
             data = b"".join([chunk async for chunk in self.destination.blob(placed, desc)])
         except OccystrapError:
