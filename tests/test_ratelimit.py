@@ -148,9 +148,9 @@ def test_a_spent_quota_stops_at_once_with_one_line(quota_proxy: FaultProxy, tmp_
 # --- mirror: HEAD for unchanged tags, and the reserve ------------------------------------------
 
 
-def test_a_rerun_of_an_up_to_date_mirror_spends_no_quota(
-    pushed: Pushed, quota_proxy: FaultProxy, tmp_path: Path
-) -> None:
+def _four_tags_and_an_index(quota_proxy: FaultProxy, tmp_path: Path) -> tuple[RateLimit, str, Path]:
+    """A quota of 100 pulls, and a spec of four tags of quota/app (multi: one platform of an
+    index) and quota/multi:v1 whole."""
     quota = RateLimit(limit=100)
     quota_proxy.set_rate_limit(quota)
     host = quota_proxy.host
@@ -159,6 +159,13 @@ def test_a_rerun_of_an_up_to_date_mirror_spends_no_quota(
         f"images:\n  - name: {host}/{REPO}\n    tags: [v0, v1, v2, multi]\n"
         f"  - name: {host}/{MULTI}\n    tags: [v1]\n    platforms: all\n"
     )
+    return quota, host, spec
+
+
+def test_a_rerun_of_an_up_to_date_mirror_spends_no_quota(
+    pushed: Pushed, quota_proxy: FaultProxy, tmp_path: Path
+) -> None:
+    quota, host, spec = _four_tags_and_an_index(quota_proxy, tmp_path)
     dest = tmp_path / "mirror"
     ok("mirror", "-q", str(spec), str(dest), env=_env(tmp_path))
     first = quota.counted
@@ -187,14 +194,7 @@ def test_a_rerun_of_an_up_to_date_mirror_into_a_registry_spends_no_quota(
     pushed: Pushed, quota_proxy: FaultProxy, registry_factory: Callable[..., Registry], tmp_path: Path
 ) -> None:
     """The source is HEADed; the manifests the plan needs are read from the destination."""
-    quota = RateLimit(limit=100)
-    quota_proxy.set_rate_limit(quota)
-    host = quota_proxy.host
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(
-        f"images:\n  - name: {host}/{REPO}\n    tags: [v0, v1, v2, multi]\n"  # multi: one platform
-        f"  - name: {host}/{MULTI}\n    tags: [v1]\n    platforms: all\n"
-    )
+    quota, host, spec = _four_tags_and_an_index(quota_proxy, tmp_path)
     dest = f"docker://{registry_factory().host}/site"
     ok("mirror", "-q", str(spec), dest, env=_env(tmp_path))
     first = quota.counted
