@@ -17,7 +17,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO
 
-# Chunks read from a stream that is not already a ChunkReader (a decoder's file object).
+# The step every reader of layers takes (raw reads, a decoder's bounded output, a stream that
+# is not already a ChunkReader): hashlib and the decoders release the GIL only on large
+# buffers, and tarfile's own small reads are served from these chunks.
 CHUNK = 1024 * 1024
 
 

@@ -30,9 +30,10 @@ from typing import IO, BinaryIO
 
 from occystrap.errors import UnsafeArchiveError
 from occystrap.forensics.hardlinks import Inode, PendingLinks, join
-from occystrap.forensics.layers import CHUNK, LayerRef, OpenLayer
+from occystrap.forensics.layers import LayerRef, OpenLayer
 from occystrap.forensics.members import Member, ancestors, walk_layer
 from occystrap.forensics.topdown import Shadows
+from occystrap.tarstream import CHUNK
 
 _TAR_TYPES = {
     "file": tarfile.REGTYPE,

@@ -16,11 +16,7 @@ from typing import BinaryIO, cast
 from occystrap.errors import ManifestError, NotFoundError
 from occystrap.model import Image
 from occystrap.streamcheck import BlobCheck
-from occystrap.tarstream import ChunkReader
-
-# Large steps: hashlib and the decoders release the GIL only on large buffers (tarfile's own
-# small reads are served from these chunks by the ChunkReader).
-CHUNK = 1024 * 1024
+from occystrap.tarstream import CHUNK, ChunkReader
 
 
 @dataclass(frozen=True)
